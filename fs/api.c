@@ -1,0 +1,1595 @@
+/*
+ * api.c - the engine calls behind the FUSE tree: jobs, control verbs,
+ * spec and input writes, chunk files, logs and the joined output.
+ *
+ * Each call takes e->lock for its whole duration except where it must do
+ * slow I/O (verify hashes every output; an input commit fsyncs and hashes
+ * the new input): those drop the lock for the slow part and re-check what
+ * they saw when they take it again.
+ */
+#define _GNU_SOURCE
+#include <ctype.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "engine_int.h"
+
+#define LOCK(e) pthread_mutex_lock(&(e)->lock)
+#define UNLOCK(e) pthread_mutex_unlock(&(e)->lock)
+
+/* ------------------------------------------------------------------ */
+/* jobs */
+
+int engine_job_create(struct engine *e, const char *name)
+{
+	struct db_txn *t = NULL;
+	struct job *j = NULL;
+	int rc;
+
+	if (!engine_name_ok(name))
+		return -EINVAL;
+	LOCK(e);
+	if (job_find(e, name)) {
+		rc = -EEXIST;
+		goto out;
+	}
+	if (e->njobs >= e->o.max_jobs) {
+		rc = -ENOSPC;
+		goto out;
+	}
+	j = calloc(1, sizeof(*j));
+	if (!j || !(j->cs = calloc(1, 1))) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	snprintf(j->name, sizeof(j->name), "%s", name);
+	j->events_fd = -1;
+	rc = db_begin(e->db, 1, &t);
+	if (rc)
+		goto out;
+	rc = db_next_job_id(t, &j->id);
+	if (rc)
+		goto out;
+	j->rec.version = 1;
+	j->rec.id = j->id;
+	j->rec.created_ms = j->rec.updated_ms = wall_ms();
+	rc = db_job_put(t, name, &j->rec, NULL, 0);
+	if (rc)
+		goto out;
+	rc = db_commit(t);
+	t = NULL;
+	if (rc)
+		goto out;
+	{
+		char ev[64];
+
+		snprintf(ev, sizeof(ev), "%" PRIu64 ".jsonl", j->id);
+		j->events_fd = openat(e->os.events, ev, O_WRONLY | O_CREAT |
+				      O_TRUNC | O_APPEND | O_NOFOLLOW |
+				      O_CLOEXEC, 0600);
+	}
+	j->run_mono = mono_now();
+	rc = 0;
+	{
+		struct job **p;
+
+		if (e->njobs == e->capjobs) {
+			size_t cap = e->capjobs ? e->capjobs * 2 : 16;
+
+			p = realloc(e->jobs, cap * sizeof(*p));
+			if (!p) {
+				rc = -ENOMEM; /* committed; loads next mount */
+				goto out;
+			}
+			e->jobs = p;
+			e->capjobs = cap;
+		}
+		e->jobs[e->njobs++] = j;
+		j = NULL;
+	}
+	job_event(e->jobs[e->njobs - 1], 0, "created", NULL);
+out:
+	db_abort(t);
+	if (j) {
+		if (j->events_fd >= 0)
+			close(j->events_fd);
+		free(j->cs);
+		free(j);
+	}
+	UNLOCK(e);
+	return rc;
+}
+
+struct release_ctx {
+	struct db_txn *t;
+	uint8_t (*dead)[SHA_LEN];
+	size_t n, cap;
+};
+
+static int release_done(void *arg, uint32_t n, const struct chunk_rec *r,
+			const char *err, size_t errlen)
+{
+	struct release_ctx *c = arg;
+	uint64_t refs;
+	int rc;
+
+	(void)n;
+	(void)err;
+	(void)errlen;
+	if (r->state != CHUNK_DONE)
+		return 0;
+	rc = db_obj_ref(c->t, r->obj, r->obj_size, -1, &refs);
+	if (rc || refs)
+		return rc;
+	if (c->n == c->cap) {
+		size_t cap = c->cap ? c->cap * 2 : 32;
+		void *p = realloc(c->dead, cap * SHA_LEN);
+
+		if (!p)
+			return 0; /* the next startup sweep removes it */
+		c->dead = p;
+		c->cap = cap;
+	}
+	memcpy(c->dead[c->n++], r->obj, SHA_LEN);
+	return 0;
+}
+
+int engine_job_delete(struct engine *e, const char *name)
+{
+	struct release_ctx c = { 0 };
+	struct job *j;
+	char buf[128];
+	int rc;
+
+	LOCK(e);
+	j = job_find(e, name);
+	if (!j) {
+		rc = -ENOENT;
+		goto out;
+	}
+	if (job_busy(j) || j->busy_writers || j->verifying) {
+		job_reject(j, "rmdir refused: the job is running; write "
+			   "cancel to control first");
+		rc = -EBUSY;
+		goto out;
+	}
+	rc = db_begin(e->db, 1, &c.t);
+	if (rc)
+		goto out;
+	rc = db_chunk_iter(c.t, j->id, 1, release_done, &c);
+	if (!rc)
+		rc = db_chunk_del_all(c.t, j->id);
+	if (!rc)
+		rc = db_job_del(c.t, j->name);
+	if (rc) {
+		db_abort(c.t);
+		goto out;
+	}
+	rc = db_commit(c.t);
+	if (rc)
+		goto out;
+	for (size_t i = 0; i < c.n; i++)
+		engine_mark_dead(e, c.dead[i]);
+	if (j->rec.has_input) {
+		job_input_name(j, buf, sizeof(buf));
+		unlinkat(e->os.inputs, buf, 0);
+	}
+	snprintf(buf, sizeof(buf), "%" PRIu64 ".jsonl", j->id);
+	unlinkat(e->os.events, buf, 0);
+	snprintf(buf, sizeof(buf), "%" PRIu64, j->id);
+	objstore_rmtree(e->os.logs, buf);
+	for (size_t i = 0; i < e->njobs; i++) {
+		if (e->jobs[i] == j) {
+			memmove(&e->jobs[i], &e->jobs[i + 1],
+				(e->njobs - i - 1) * sizeof(*e->jobs));
+			e->njobs--;
+			break;
+		}
+	}
+	job_unmap_input(j);
+	if (j->events_fd >= 0)
+		close(j->events_fd);
+	spec_release(&j->spec);
+	free(j->spec_text);
+	free(j->cs);
+	free(j->waits);
+	free(j->manifest);
+	free(j);
+out:
+	free(c.dead);
+	UNLOCK(e);
+	return rc;
+}
+
+int engine_job_list(struct engine *e, engine_name_fn fn, void *arg)
+{
+	int rc = 0;
+
+	LOCK(e);
+	for (size_t i = 0; i < e->njobs && !rc; i++)
+		rc = fn(arg, e->jobs[i]->name);
+	UNLOCK(e);
+	return rc;
+}
+
+int engine_job_info(struct engine *e, const char *name, struct job_info *out)
+{
+	struct job *j;
+
+	LOCK(e);
+	j = job_find(e, name);
+	if (j) {
+		memset(out, 0, sizeof(*out));
+		snprintf(out->ext, sizeof(out->ext), "%s",
+			 j->has_spec ? j->spec.ext : "out");
+		out->has_output = j->has_spec &&
+			j->spec.output != SPEC_OUTPUT_NONE;
+		out->created_ms = j->rec.created_ms;
+		out->updated_ms = j->rec.updated_ms;
+		out->nchunks = j->nchunks;
+		out->width = job_width(j);
+		out->spec_len = j->spec_len;
+		out->input_len = j->rec.has_input ? j->rec.input_len : 0;
+		out->events_len = j->events_len;
+	}
+	UNLOCK(e);
+	return j ? 0 : -ENOENT;
+}
+
+/* ------------------------------------------------------------------ */
+/* rendering */
+
+static const char control_help[] =
+	"start          run every chunk that is not done\n"
+	"resume         the same as start\n"
+	"pause          start no new chunk; running ones finish\n"
+	"cancel         kill running chunks; they return to pending\n"
+	"retry-failed   run the failed chunks again\n"
+	"retry N[-M],.. discard those chunks' outputs and run them again\n"
+	"reset          discard every output and all chunk state\n"
+	"verify         re-hash every done output; corrupt ones run again\n";
+
+int engine_render(struct engine *e, const char *name, enum render_what w,
+		  char **buf, size_t *len)
+{
+	struct job *j;
+	int rc = 0;
+
+	LOCK(e);
+	j = job_find(e, name);
+	if (!j) {
+		rc = -ENOENT;
+		goto out;
+	}
+	switch (w) {
+	case RENDER_STATUS:
+		rc = render_status(e, j, buf, len);
+		break;
+	case RENDER_STATUS_JSON:
+		rc = render_status_json(e, j, buf, len);
+		break;
+	case RENDER_MANIFEST:
+		if (!j->manifest || j->manifest_version != j->version) {
+			free(j->manifest);
+			j->manifest = NULL;
+			rc = render_manifest(e, j, &j->manifest,
+					     &j->manifest_len);
+			if (rc)
+				break;
+			j->manifest_version = j->version;
+		}
+		*buf = malloc(j->manifest_len + 1);
+		if (!*buf) {
+			rc = -ENOMEM;
+			break;
+		}
+		memcpy(*buf, j->manifest, j->manifest_len);
+		*len = j->manifest_len;
+		break;
+	case RENDER_CONTROL:
+		*buf = strdup(control_help);
+		*len = sizeof(control_help) - 1;
+		rc = *buf ? 0 : -ENOMEM;
+		break;
+	case RENDER_SPEC:
+		*len = j->spec_len;
+		*buf = malloc(j->spec_len + 1);
+		if (!*buf) {
+			rc = -ENOMEM;
+			break;
+		}
+		if (j->spec_len)
+			memcpy(*buf, j->spec_text, j->spec_len);
+		break;
+	}
+out:
+	UNLOCK(e);
+	return rc;
+}
+
+/* ------------------------------------------------------------------ */
+/* control verbs */
+
+/* Write the chunk records of j whose in-memory state changes, through fn,
+ * in one transaction. */
+typedef int (*rec_edit_fn)(struct job *j, uint32_t n, struct chunk_rec *r,
+			   void *arg);
+
+static int edit_chunks(struct engine *e, struct job *j, const uint32_t *list,
+		       size_t count, rec_edit_fn fn, void *arg,
+		       struct release_ctx *rel)
+{
+	struct db_txn *t;
+	int rc;
+
+	rc = db_begin(e->db, 1, &t);
+	if (rc)
+		return rc;
+	for (size_t i = 0; i < count && !rc; i++) {
+		struct chunk_rec r;
+		char err[DB_ERR_MAX + 1];
+
+		rc = db_chunk_get(t, j->id, list[i], &r, err);
+		if (rc)
+			break;
+		if (rel && r.state == CHUNK_DONE) {
+			uint64_t refs;
+
+			rc = db_obj_ref(t, r.obj, r.obj_size, -1, &refs);
+			if (!rc && !refs && rel->n < rel->cap)
+				memcpy(rel->dead[rel->n++], r.obj, SHA_LEN);
+			if (rc)
+				break;
+		}
+		rc = fn(j, list[i], &r, arg);
+		if (!rc)
+			rc = db_chunk_put(t, j->id, list[i], &r, err);
+	}
+	if (!rc)
+		rc = job_put_rec(e, t, j);
+	if (rc) {
+		db_abort(t);
+		return rc;
+	}
+	return db_commit(t);
+}
+
+/* fresh budget; queued if asked */
+static int rec_requeue(struct job *j, uint32_t n, struct chunk_rec *r,
+		       void *arg)
+{
+	int queue = *(int *)arg;
+
+	(void)j;
+	(void)n;
+	r->state = CHUNK_PENDING;
+	r->fails = 0;
+	r->flags = (uint8_t)((r->flags & ~(CHUNK_F_REUSED | CHUNK_F_QUEUED)) |
+			     (queue ? CHUNK_F_QUEUED : 0));
+	return 0;
+}
+
+static int rec_reset(struct job *j, uint32_t n, struct chunk_rec *r,
+		     void *arg)
+{
+	(void)j;
+	(void)n;
+	(void)arg;
+	r->state = CHUNK_PENDING;
+	r->flags = 0;
+	r->fails = 0;
+	r->attempts = 0;
+	r->last_code = 0;
+	memset(r->obj, 0, SHA_LEN);
+	r->obj_size = 0;
+	r->duration_ms = 0;
+	r->done_ms = 0;
+	return 0;
+}
+
+/* Parse "3-5,9" into a sorted-as-given list of chunk numbers. */
+static int parse_list(struct job *j, const char *s, uint32_t **out,
+		      size_t *count)
+{
+	uint32_t *list = NULL;
+	size_t n = 0, cap = 0;
+	const char *p = s;
+
+	if (!*p)
+		return -EINVAL;
+	while (*p) {
+		char *end;
+		unsigned long a, b;
+
+		if (!isdigit((unsigned char)*p))
+			goto bad;
+		a = strtoul(p, &end, 10);
+		b = a;
+		p = end;
+		if (*p == '-') {
+			p++;
+			if (!isdigit((unsigned char)*p))
+				goto bad;
+			b = strtoul(p, &end, 10);
+			p = end;
+		}
+		if (*p == ',')
+			p++;
+		else if (*p)
+			goto bad;
+		if (a < 1 || b < a || b > j->nchunks) {
+			job_reject(j, "retry: chunk %s is out of range 1-%"
+				   PRIu32, s, j->nchunks);
+			free(list);
+			return -ERANGE;
+		}
+		for (unsigned long k = a; k <= b; k++) {
+			if (n == cap) {
+				size_t c2 = cap ? cap * 2 : 16;
+				void *q = realloc(list, c2 * sizeof(*list));
+
+				if (!q) {
+					free(list);
+					return -ENOMEM;
+				}
+				list = q;
+				cap = c2;
+			}
+			list[n++] = (uint32_t)k;
+		}
+	}
+	*out = list;
+	*count = n;
+	return 0;
+bad:
+	free(list);
+	job_reject(j, "retry: bad chunk list '%s' (want N, N-M or a comma "
+		   "list of them)", s);
+	return -EINVAL;
+}
+
+/* Put listed chunks back to pending with a fresh budget; in a job that is
+ * not running, only they run (SELECTED). Their outputs, if done, are
+ * released. */
+static int requeue(struct engine *e, struct job *j, uint32_t *list,
+		   size_t count, int discard)
+{
+	struct release_ctx rel = { 0 };
+	uint32_t old_mode = j->rec.mode, old_after = j->rec.after_selected;
+	int queue = j->rec.mode != JOB_MODE_RUN, rc;
+
+	if (discard) {
+		rel.cap = count;
+		rel.dead = malloc(count * SHA_LEN + 1);
+		if (!rel.dead)
+			return -ENOMEM;
+	}
+	if (queue && j->rec.mode != JOB_MODE_SELECTED) {
+		j->rec.after_selected = j->rec.mode == JOB_MODE_PAUSE ||
+			j->rec.mode == JOB_MODE_STOP ? j->rec.mode :
+			JOB_MODE_IDLE;
+		j->rec.mode = JOB_MODE_SELECTED;
+	}
+	rc = edit_chunks(e, j, list, count, rec_requeue, &queue,
+			 discard ? &rel : NULL);
+	if (rc) {
+		j->rec.mode = old_mode;
+		j->rec.after_selected = old_after;
+		free(rel.dead);
+		return rc;
+	}
+	for (size_t i = 0; i < count; i++) {
+		uint32_t n = list[i];
+		int st = j->cs[n - 1] & CS_MASK;
+
+		if (st == CS_WAIT) {
+			for (size_t k = 0; k < j->nwaits; k++) {
+				if (j->waits[k].n == n) {
+					j->waits[k] = j->waits[--j->nwaits];
+					break;
+				}
+			}
+		}
+		if (st == CS_DONE)
+			job_event(j, n, "discarded", NULL);
+		job_set_cs(j, n, CS_PENDING | (queue ? CS_QUEUED : 0));
+	}
+	for (size_t i = 0; i < rel.n; i++)
+		engine_mark_dead(e, rel.dead[i]);
+	free(rel.dead);
+	j->nreused = 0; /* recounted lazily is not worth it: shown per plan */
+	if (!j->run_done && !job_active(j))
+		j->run_mono = mono_now();
+	engine_wake(e);
+	return 0;
+}
+
+static int verb_verify(struct engine *e, struct job *j);
+
+int engine_control(struct engine *e, const char *name, const char *buf,
+		   size_t len)
+{
+	char verb[64], arg[256];
+	struct job *j;
+	size_t n = len;
+	int rc = 0;
+
+	while (n && (buf[n - 1] == '\n' || buf[n - 1] == '\r' ||
+		     buf[n - 1] == ' ' || buf[n - 1] == '\t'))
+		n--;
+	LOCK(e);
+	j = job_find(e, name);
+	if (!j) {
+		UNLOCK(e);
+		return -ENOENT;
+	}
+	verb[0] = arg[0] = '\0';
+	{
+		size_t i = 0, k = 0;
+
+		while (i < n && (buf[i] == ' ' || buf[i] == '\t'))
+			i++;
+		while (i < n && buf[i] != ' ' && buf[i] != '\t' &&
+		       k < sizeof(verb) - 1)
+			verb[k++] = buf[i++];
+		verb[k] = '\0';
+		while (i < n && (buf[i] == ' ' || buf[i] == '\t'))
+			i++;
+		k = 0;
+		while (i < n && k < sizeof(arg) - 1)
+			arg[k++] = buf[i++];
+		arg[k] = '\0';
+		if (i < n || memchr(buf, '\n', n) || memchr(buf, '\0', n)) {
+			job_reject(j, "control takes one verb per write");
+			rc = -EINVAL;
+			goto out;
+		}
+	}
+
+	if (!strcmp(verb, "start") || !strcmp(verb, "resume")) {
+		uint32_t *list;
+		size_t count = 0;
+		int q = 0;
+
+		if (arg[0])
+			goto extra_arg;
+		if (!j->has_spec || !j->rec.has_input) {
+			job_reject(j, "%s refused: the job has no %s yet", verb,
+				   !j->has_spec ? "spec" : "input");
+			rc = -EBUSY;
+			goto out;
+		}
+		list = malloc(((size_t)j->nfailed + j->nqueued + 1) *
+			      sizeof(*list));
+		if (!list) {
+			rc = -ENOMEM;
+			goto out;
+		}
+		for (uint32_t c = 1; c <= j->nchunks; c++) {
+			if ((j->cs[c - 1] & CS_MASK) == CS_FAILED ||
+			    (j->cs[c - 1] & CS_QUEUED))
+				list[count++] = c;
+		}
+		if (j->rec.mode != JOB_MODE_RUN) {
+			j->run_mono = mono_now();
+			j->run_done = 0;
+			j->done_bytes = 0;
+			j->rec.run_started_ms = wall_ms();
+		}
+		j->rec.mode = JOB_MODE_RUN;
+		rc = edit_chunks(e, j, list, count, rec_requeue, &q, NULL);
+		if (!rc) {
+			for (size_t i = 0; i < count; i++) {
+				int st = j->cs[list[i] - 1] & CS_MASK;
+
+				j->cs[list[i] - 1] &= (uint8_t)~CS_QUEUED;
+				if (st == CS_FAILED)
+					job_set_cs(j, list[i], CS_PENDING);
+			}
+			j->nqueued = 0;
+			job_event(j, 0, verb, NULL);
+		}
+		free(list);
+	} else if (!strcmp(verb, "pause")) {
+		if (arg[0])
+			goto extra_arg;
+		if (j->rec.mode == JOB_MODE_PAUSE)
+			goto out;
+		if (j->rec.mode != JOB_MODE_RUN &&
+		    j->rec.mode != JOB_MODE_SELECTED) {
+			job_reject(j, "pause refused: the job is %s, not "
+				   "running", job_state_name(j));
+			rc = -EBUSY;
+			goto out;
+		}
+		j->rec.mode = JOB_MODE_PAUSE;
+		rc = edit_chunks(e, j, NULL, 0, NULL, NULL, NULL);
+		if (!rc)
+			job_event(j, 0, "paused", NULL);
+	} else if (!strcmp(verb, "cancel")) {
+		if (arg[0])
+			goto extra_arg;
+		if (j->rec.mode == JOB_MODE_IDLE && !job_active(j)) {
+			job_reject(j, "cancel refused: the job is %s, not "
+				   "running", job_state_name(j));
+			rc = -EBUSY;
+			goto out;
+		}
+		j->rec.mode = JOB_MODE_STOP;
+		rc = edit_chunks(e, j, NULL, 0, NULL, NULL, NULL);
+		if (rc)
+			goto out;
+		for (struct attempt *a = e->attempts; a; a = a->next) {
+			if (a->job == j && !a->ended && a->kill == KILL_NONE) {
+				a->kill = KILL_CANCEL;
+				exec_kill(e->ex, a->ex);
+			}
+		}
+		job_clear_waits(j);
+		job_event(j, 0, "cancel", NULL);
+	} else if (!strcmp(verb, "retry-failed")) {
+		uint32_t *list;
+		size_t count = 0;
+
+		if (arg[0])
+			goto extra_arg;
+		if (!j->nfailed)
+			goto out; /* nothing failed: nothing to do */
+		list = malloc((size_t)j->nfailed * sizeof(*list));
+		if (!list) {
+			rc = -ENOMEM;
+			goto out;
+		}
+		for (uint32_t c = 1; c <= j->nchunks; c++) {
+			if ((j->cs[c - 1] & CS_MASK) == CS_FAILED)
+				list[count++] = c;
+		}
+		rc = requeue(e, j, list, count, 0);
+		free(list);
+		if (!rc)
+			job_event(j, 0, "retry-failed", NULL);
+	} else if (!strcmp(verb, "retry")) {
+		uint32_t *list = NULL;
+		size_t count = 0;
+
+		if (!arg[0]) {
+			job_reject(j, "retry needs chunk numbers: retry 7, "
+				   "retry 3-5,9");
+			rc = -EINVAL;
+			goto out;
+		}
+		rc = parse_list(j, arg, &list, &count);
+		if (rc == -ERANGE)
+			rc = -EINVAL;
+		if (rc)
+			goto out;
+		for (size_t i = 0; i < count; i++) {
+			int st = j->cs[list[i] - 1] & CS_MASK;
+
+			if (st == CS_RUNNING || st == CS_COMMIT) {
+				job_reject(j, "retry refused: chunk %" PRIu32
+					   " is running", list[i]);
+				rc = -EBUSY;
+				break;
+			}
+		}
+		if (!rc)
+			rc = requeue(e, j, list, count, 1);
+		free(list);
+	} else if (!strcmp(verb, "reset")) {
+		struct release_ctx rel = { 0 };
+		uint32_t *list;
+
+		if (arg[0])
+			goto extra_arg;
+		if (job_busy(j)) {
+			job_reject(j, "reset refused: the job is running; "
+				   "write cancel or pause first");
+			rc = -EBUSY;
+			goto out;
+		}
+		list = malloc(((size_t)j->nchunks + 1) * sizeof(*list));
+		rel.cap = j->ndone;
+		rel.dead = malloc((size_t)j->ndone * SHA_LEN + 1);
+		if (!list || !rel.dead) {
+			free(list);
+			free(rel.dead);
+			rc = -ENOMEM;
+			goto out;
+		}
+		for (uint32_t c = 1; c <= j->nchunks; c++)
+			list[c - 1] = c;
+		j->rec.mode = JOB_MODE_IDLE;
+		j->rec.run_started_ms = 0;
+		rc = edit_chunks(e, j, list, j->nchunks, rec_reset, NULL, &rel);
+		if (!rc) {
+			job_clear_waits(j);
+			for (uint32_t c = 1; c <= j->nchunks; c++)
+				job_set_cs(j, c, CS_PENDING);
+			j->nqueued = 0;
+			memset(j->cs, CS_PENDING, j->nchunks);
+			j->nreused = 0;
+			j->run_done = 0;
+			for (size_t i = 0; i < rel.n; i++)
+				engine_mark_dead(e, rel.dead[i]);
+			for (uint32_t c = 1; c <= j->nchunks; c++) {
+				char ln[64];
+
+				snprintf(ln, sizeof(ln), "%" PRIu64 "/%" PRIu32
+					 ".log", j->id, c);
+				unlinkat(e->os.logs, ln, 0);
+			}
+			job_event(j, 0, "reset", NULL);
+		}
+		free(list);
+		free(rel.dead);
+	} else if (!strcmp(verb, "verify")) {
+		if (arg[0])
+			goto extra_arg;
+		if (j->verifying) {
+			job_reject(j, "verify refused: a verify is running");
+			rc = -EBUSY;
+			goto out;
+		}
+		rc = verb_verify(e, j); /* unlocks and relocks */
+	} else {
+		char shown[80];
+		size_t k = n < 60 ? n : 60;
+
+		memcpy(shown, buf, k);
+		shown[k] = '\0';
+		for (size_t i = 0; i < k; i++) {
+			if ((unsigned char)shown[i] < 0x20)
+				shown[i] = '?';
+		}
+		job_reject(j, "unknown control verb '%s'%s (read control for "
+			   "the list)", shown, n > 60 ? "..." : "");
+		rc = -EINVAL;
+	}
+	goto out;
+
+extra_arg:
+	job_reject(j, "%s takes no argument, got '%s'", verb, arg);
+	rc = -EINVAL;
+out:
+	if (rc == -EIO || rc == -ENOSPC || rc == -ENOMEM)
+		snprintf(j->last_error, sizeof(j->last_error), "%s: %s", verb,
+			 strerror(-rc));
+	job_bump(j);
+	UNLOCK(e);
+	engine_wake(e);
+	return rc;
+}
+
+/*
+ * verify: re-hash every done output against its recorded SHA-256. The
+ * hashing runs without the lock; a chunk whose object is missing or
+ * differs goes back to pending (and runs when the job runs), and each one
+ * is reported with a "corrupt" event. Called and returns with e->lock.
+ */
+struct vitem {
+	uint32_t n;
+	uint8_t obj[SHA_LEN];
+	uint64_t size;
+	int bad;
+	char why[96];
+};
+
+struct vcollect {
+	struct vitem *v;
+	size_t n, cap;
+};
+
+static int verify_collect(void *arg, uint32_t n, const struct chunk_rec *r,
+			  const char *err, size_t errlen)
+{
+	struct vcollect *c = arg;
+
+	(void)err;
+	(void)errlen;
+	if (r->state != CHUNK_DONE)
+		return 0;
+	if (c->n == c->cap) {
+		size_t cap = c->cap ? c->cap * 2 : 64;
+		void *p = realloc(c->v, cap * sizeof(*c->v));
+
+		if (!p)
+			return -ENOMEM;
+		c->v = p;
+		c->cap = cap;
+	}
+	memset(&c->v[c->n], 0, sizeof(c->v[c->n]));
+	c->v[c->n].n = n;
+	memcpy(c->v[c->n].obj, r->obj, SHA_LEN);
+	c->v[c->n].size = r->obj_size;
+	c->n++;
+	return 0;
+}
+
+static int verb_verify(struct engine *e, struct job *j)
+{
+	struct vcollect c = { 0 };
+	struct db_txn *t;
+	size_t nbad = 0;
+	uint32_t *list = NULL;
+	int rc;
+
+	rc = db_begin(e->db, 0, &t);
+	if (rc)
+		return rc;
+	rc = db_chunk_iter(t, j->id, 1, verify_collect, &c);
+	db_abort(t);
+	if (rc)
+		goto out_free;
+	/* While the lock is down, j->verifying keeps the job and its plan
+	 * in place: rmdir, spec and input refuse with EBUSY. */
+	j->verifying++;
+	UNLOCK(e);
+	for (size_t i = 0; i < c.n; i++) {
+		struct vitem *v = &c.v[i];
+		uint8_t sha[SHA_LEN];
+		uint64_t size;
+		int fd;
+
+		rc = objstore_open_obj(&e->os, v->obj, &fd);
+		if (rc) {
+			v->bad = 1;
+			snprintf(v->why, sizeof(v->why), "output missing: %s",
+				 strerror(-rc));
+			continue;
+		}
+		rc = sha_fd(fd, sha, &size);
+		close(fd);
+		if (rc) {
+			v->bad = 1;
+			snprintf(v->why, sizeof(v->why), "output unreadable: "
+				 "%s", strerror(-rc));
+		} else if (size != v->size) {
+			v->bad = 1;
+			snprintf(v->why, sizeof(v->why), "output is %" PRIu64
+				 " bytes, %" PRIu64 " were recorded", size,
+				 v->size);
+		} else if (memcmp(sha, v->obj, SHA_LEN)) {
+			v->bad = 1;
+			snprintf(v->why, sizeof(v->why), "output SHA-256 does "
+				 "not match");
+		}
+	}
+	LOCK(e);
+	j->verifying--;
+	rc = 0;
+	list = malloc((c.n + 1) * sizeof(*list));
+	if (!list) {
+		rc = -ENOMEM;
+		goto out_free;
+	}
+	for (size_t i = 0; i < c.n; i++) {
+		struct vitem *v = &c.v[i];
+
+		if (!v->bad || v->n > j->nchunks ||
+		    (j->cs[v->n - 1] & CS_MASK) != CS_DONE)
+			continue;
+		list[nbad++] = v->n;
+		job_event(j, v->n, "corrupt", "%s", v->why);
+	}
+	if (nbad) {
+		struct release_ctx rel = { 0 };
+		int q = j->rec.mode != JOB_MODE_RUN;
+
+		rel.cap = nbad;
+		rel.dead = malloc(nbad * SHA_LEN);
+		/* A corrupt object is removed even if another chunk still
+		 * refers to it: verify of that chunk finds it missing. */
+		rc = edit_chunks(e, j, list, nbad, rec_requeue, &q,
+				 rel.dead ? &rel : NULL);
+		if (!rc) {
+			for (size_t i = 0; i < nbad; i++)
+				job_set_cs(j, list[i], CS_PENDING);
+			for (size_t i = 0; i < c.n; i++) {
+				if (c.v[i].bad)
+					objstore_unlink_obj(&e->os, c.v[i].obj);
+			}
+		}
+		free(rel.dead);
+	}
+	{
+		char msg[128];
+
+		snprintf(msg, sizeof(msg), "%zu outputs checked, %zu corrupt "
+			 "or missing", c.n, nbad);
+		job_event(j, 0, "verified", nbad ? "%s" : NULL, msg);
+		snprintf(j->last_error, sizeof(j->last_error), "verify: %s",
+			 msg);
+	}
+out_free:
+	free(list);
+	free(c.v);
+	return rc;
+}
+
+/* ------------------------------------------------------------------ */
+/* spec */
+
+int engine_spec_writable(struct engine *e, const char *name)
+{
+	struct job *j;
+	int rc = 0;
+
+	LOCK(e);
+	j = job_find(e, name);
+	if (!j) {
+		rc = -ENOENT;
+	} else if (job_busy(j) || j->verifying) {
+		job_reject(j, "spec refused: the job is running; write pause "
+			   "or cancel to control first");
+		rc = -EBUSY;
+	}
+	UNLOCK(e);
+	return rc;
+}
+
+int engine_spec_check(struct engine *e, const char *name, const char *text,
+		      size_t len)
+{
+	struct spec s;
+	struct job *j;
+	char err[300];
+	int rc;
+
+	rc = spec_parse(text, len, &s, err, sizeof(err));
+	if (!rc) {
+		spec_release(&s);
+		return 0;
+	}
+	LOCK(e);
+	j = job_find(e, name);
+	if (j)
+		job_reject(j, "%s", err);
+	UNLOCK(e);
+	return rc == -E2BIG ? -EFBIG : -EINVAL;
+}
+
+int engine_spec_set(struct engine *e, const char *name, const char *text,
+		    size_t len)
+{
+	struct spec s;
+	struct job *j;
+	char err[300];
+	int rc;
+
+	rc = spec_parse(text, len, &s, err, sizeof(err));
+	LOCK(e);
+	j = job_find(e, name);
+	if (!j) {
+		if (!rc)
+			spec_release(&s);
+		UNLOCK(e);
+		return -ENOENT;
+	}
+	if (rc) {
+		job_reject(j, "%s", err);
+		UNLOCK(e);
+		return rc == -E2BIG ? -EFBIG : -EINVAL;
+	}
+	if (job_busy(j) || j->verifying) {
+		spec_release(&s);
+		job_reject(j, "spec refused: the job is running; write pause "
+			   "or cancel to control first");
+		UNLOCK(e);
+		return -EBUSY;
+	}
+	if (j->spec_text && j->spec_len == len &&
+	    !memcmp(j->spec_text, text, len)) {
+		spec_release(&s); /* unchanged: keep the plan */
+		UNLOCK(e);
+		return 0;
+	}
+	rc = plan_job(e, j, text, len, &s, NULL, 0, NULL, j->rec.has_input);
+	if (rc) {
+		spec_release(&s);
+		if (rc != -E2BIG)
+			job_reject(j, "spec not saved: %s", strerror(-rc));
+		rc = rc == -E2BIG ? -EINVAL : rc;
+	} else {
+		j->last_reject[0] = '\0';
+		job_event(j, 0, "spec", NULL);
+	}
+	UNLOCK(e);
+	engine_wake(e);
+	return rc;
+}
+
+/* ------------------------------------------------------------------ */
+/* input */
+
+struct input_tx {
+	char name[65];
+	char tmp[96];
+	int fd;
+};
+
+uint64_t engine_max_input(struct engine *e)
+{
+	return e->o.max_input;
+}
+
+int engine_input_begin(struct engine *e, const char *name, int trunc,
+		       struct input_tx **out, int *fd_out)
+{
+	struct input_tx *tx;
+	struct job *j;
+	int rc;
+
+	tx = calloc(1, sizeof(*tx));
+	if (!tx)
+		return -ENOMEM;
+	tx->fd = -1;
+	LOCK(e);
+	j = job_find(e, name);
+	if (!j) {
+		rc = -ENOENT;
+		goto fail;
+	}
+	if (job_busy(j) || j->verifying) {
+		job_reject(j, "input refused: the job is running; write pause "
+			   "or cancel to control first");
+		rc = -EBUSY;
+		goto fail;
+	}
+	snprintf(tx->name, sizeof(tx->name), "%s", name);
+	rc = objstore_tmp_create(&e->os, "input", tx->tmp, sizeof(tx->tmp),
+				 &tx->fd);
+	if (rc)
+		goto fail;
+	if (!trunc && j->rec.has_input && j->rec.input_len) {
+		char in[128];
+		int src;
+		loff_t off = 0;
+
+		job_input_name(j, in, sizeof(in));
+		src = openat(e->os.inputs, in, O_RDONLY | O_NOFOLLOW |
+			     O_CLOEXEC);
+		if (src < 0) {
+			rc = -errno;
+			goto fail;
+		}
+		while (off < (loff_t)j->rec.input_len) {
+			ssize_t n = copy_file_range(src, &off, tx->fd, NULL,
+						    j->rec.input_len -
+						    (size_t)off, 0);
+
+			if (n <= 0) {
+				rc = n < 0 ? -errno : -EIO;
+				close(src);
+				goto fail;
+			}
+		}
+		close(src);
+	}
+	j->busy_writers++;
+	UNLOCK(e);
+	*out = tx;
+	*fd_out = tx->fd;
+	return 0;
+fail:
+	if (tx->fd >= 0) {
+		close(tx->fd);
+		unlinkat(e->os.tmp, tx->tmp, 0);
+	}
+	UNLOCK(e);
+	free(tx);
+	return rc;
+}
+
+static void input_tx_end(struct engine *e, struct input_tx *tx)
+{
+	struct job *j = job_find(e, tx->name);
+
+	if (j && j->busy_writers)
+		j->busy_writers--;
+}
+
+int engine_input_commit(struct engine *e, struct input_tx *tx)
+{
+	uint8_t sha[SHA_LEN];
+	uint64_t size;
+	char name[128], hex[SHA_HEX_LEN + 1], oldname[128];
+	void *map = NULL;
+	struct job *j;
+	int rc, renamed = 0;
+
+	/* The slow part first, without the lock: hash and make durable. */
+	rc = sha_fd(tx->fd, sha, &size);
+	if (!rc && fsync(tx->fd) < 0)
+		rc = -errno;
+	LOCK(e);
+	j = job_find(e, tx->name);
+	if (!j) {
+		rc = -ENOENT;
+		goto out;
+	}
+	if (rc)
+		goto out;
+	if (j->rec.has_input && !memcmp(sha, j->rec.input_sha, SHA_LEN)) {
+		rc = 0; /* the same bytes again: nothing changes */
+		goto out;
+	}
+	if (job_busy(j) || j->verifying) {
+		job_reject(j, "input refused: the job started while it was "
+			   "being written");
+		rc = -EBUSY;
+		goto out;
+	}
+	if (size > 0) {
+		map = mmap(NULL, size, PROT_READ, MAP_SHARED, tx->fd, 0);
+		if (map == MAP_FAILED) {
+			map = NULL;
+			rc = -errno;
+			goto out;
+		}
+	}
+	sha_hex(sha, hex);
+	snprintf(name, sizeof(name), "%" PRIu64 "-%s", j->id, hex);
+	if (renameat(e->os.tmp, tx->tmp, e->os.inputs, name) < 0) {
+		rc = -errno;
+		goto out;
+	}
+	renamed = 1;
+	rc = objstore_fsync_dir(e->os.inputs);
+	if (rc)
+		goto out;
+	oldname[0] = '\0';
+	if (j->rec.has_input)
+		job_input_name(j, oldname, sizeof(oldname));
+	rc = plan_job(e, j, NULL, 0, NULL, map, size, sha, 1);
+	if (rc) {
+		if (rc == -E2BIG)
+			rc = -EFBIG;
+		else
+			job_reject(j, "input not saved: %s", strerror(-rc));
+		goto out;
+	}
+	renamed = 0; /* it is the job's input now */
+	if (oldname[0] && strcmp(oldname, name))
+		unlinkat(e->os.inputs, oldname, 0);
+	j->last_reject[0] = '\0';
+	job_event(j, 0, "input", NULL);
+out:
+	if (renamed)
+		unlinkat(e->os.inputs, name, 0);
+	if (map)
+		munmap(map, size);
+	input_tx_end(e, tx);
+	UNLOCK(e);
+	close(tx->fd);
+	unlinkat(e->os.tmp, tx->tmp, 0);
+	free(tx);
+	engine_wake(e);
+	return rc;
+}
+
+void engine_input_abort(struct engine *e, struct input_tx *tx)
+{
+	LOCK(e);
+	input_tx_end(e, tx);
+	UNLOCK(e);
+	close(tx->fd);
+	unlinkat(e->os.tmp, tx->tmp, 0);
+	free(tx);
+}
+
+int engine_input_open(struct engine *e, const char *name, int *fd_out)
+{
+	struct job *j;
+	char in[128];
+	int rc = 0;
+
+	LOCK(e);
+	j = job_find(e, name);
+	if (!j) {
+		rc = -ENOENT;
+	} else if (!j->rec.has_input) {
+		*fd_out = -1; /* empty */
+	} else {
+		job_input_name(j, in, sizeof(in));
+		*fd_out = openat(e->os.inputs, in, O_RDONLY | O_NOFOLLOW |
+				 O_CLOEXEC);
+		if (*fd_out < 0)
+			rc = -errno;
+	}
+	UNLOCK(e);
+	return rc;
+}
+
+int engine_events_open(struct engine *e, const char *name, int *fd_out)
+{
+	struct job *j;
+	char ev[64];
+	int rc = 0;
+
+	LOCK(e);
+	j = job_find(e, name);
+	if (!j) {
+		rc = -ENOENT;
+	} else {
+		snprintf(ev, sizeof(ev), "%" PRIu64 ".jsonl", j->id);
+		*fd_out = openat(e->os.events, ev, O_RDONLY | O_NOFOLLOW |
+				 O_CLOEXEC);
+		if (*fd_out < 0)
+			rc = -errno;
+	}
+	UNLOCK(e);
+	return rc;
+}
+
+/* ------------------------------------------------------------------ */
+/* chunks and logs */
+
+struct list_ctx {
+	engine_chunk_fn fn;
+	void *arg;
+	struct job *j;
+};
+
+static int list_done(void *arg, uint32_t n, const struct chunk_rec *r,
+		     const char *err, size_t errlen)
+{
+	struct list_ctx *c = arg;
+
+	(void)err;
+	(void)errlen;
+	if (r->state != CHUNK_DONE || n > c->j->nchunks ||
+	    (c->j->cs[n - 1] & CS_MASK) != CS_DONE)
+		return 0;
+	return c->fn(c->arg, n, r->obj_size);
+}
+
+int engine_chunk_list(struct engine *e, const char *name, int logs,
+		      engine_chunk_fn fn, void *arg)
+{
+	struct list_ctx c = { fn, arg, NULL };
+	struct db_txn *t;
+	struct job *j;
+	int rc;
+
+	LOCK(e);
+	j = job_find(e, name);
+	if (!j) {
+		rc = -ENOENT;
+		goto out;
+	}
+	c.j = j;
+	if (logs) {
+		char dir[32];
+		int fd;
+		DIR *d;
+		struct dirent *de;
+
+		snprintf(dir, sizeof(dir), "%" PRIu64, j->id);
+		fd = openat(e->os.logs, dir, O_RDONLY | O_DIRECTORY |
+			    O_NOFOLLOW | O_CLOEXEC);
+		rc = 0;
+		if (fd < 0)
+			goto out;
+		d = fdopendir(fd);
+		if (!d) {
+			close(fd);
+			goto out;
+		}
+		while (!rc && (de = readdir(d))) {
+			char *end;
+			unsigned long n = strtoul(de->d_name, &end, 10);
+
+			if (end == de->d_name || strcmp(end, ".log") || n < 1 ||
+			    n > j->nchunks)
+				continue;
+			rc = fn(arg, (uint32_t)n, 0);
+		}
+		closedir(d);
+		goto out;
+	}
+	rc = db_begin(e->db, 0, &t);
+	if (rc)
+		goto out;
+	rc = db_chunk_iter(t, j->id, 1, list_done, &c);
+	db_abort(t);
+out:
+	UNLOCK(e);
+	return rc;
+}
+
+int engine_chunk_stat(struct engine *e, const char *name, uint32_t n,
+		      uint64_t *size, int64_t *mtime_ms)
+{
+	struct chunk_rec r;
+	struct db_txn *t;
+	struct job *j;
+	int rc;
+
+	LOCK(e);
+	j = job_find(e, name);
+	if (!j || n < 1 || n > j->nchunks ||
+	    (j->cs[n - 1] & CS_MASK) != CS_DONE) {
+		rc = -ENOENT;
+		goto out;
+	}
+	rc = db_begin(e->db, 0, &t);
+	if (rc)
+		goto out;
+	rc = db_chunk_get(t, j->id, n, &r, NULL);
+	db_abort(t);
+	if (!rc && r.state != CHUNK_DONE)
+		rc = -ENOENT;
+	if (!rc) {
+		*size = r.obj_size;
+		*mtime_ms = r.done_ms;
+	}
+out:
+	UNLOCK(e);
+	return rc;
+}
+
+int engine_chunk_open(struct engine *e, const char *name, uint32_t n,
+		      int *fd_out)
+{
+	struct chunk_rec r;
+	struct db_txn *t;
+	struct job *j;
+	int rc;
+
+	LOCK(e);
+	j = job_find(e, name);
+	if (!j || n < 1 || n > j->nchunks ||
+	    (j->cs[n - 1] & CS_MASK) != CS_DONE) {
+		rc = -ENOENT;
+		goto out;
+	}
+	rc = db_begin(e->db, 0, &t);
+	if (rc)
+		goto out;
+	rc = db_chunk_get(t, j->id, n, &r, NULL);
+	db_abort(t);
+	if (!rc)
+		rc = objstore_open_obj(&e->os, r.obj, fd_out);
+	if (rc == -ENOENT)
+		rc = -EIO; /* recorded done, object gone: verify sees it */
+out:
+	UNLOCK(e);
+	return rc;
+}
+
+int engine_chunk_remove(struct engine *e, const char *name, uint32_t n)
+{
+	struct job *j;
+	int rc;
+
+	LOCK(e);
+	j = job_find(e, name);
+	if (!j || n < 1 || n > j->nchunks ||
+	    (j->cs[n - 1] & CS_MASK) != CS_DONE) {
+		UNLOCK(e);
+		return -ENOENT;
+	}
+	rc = requeue(e, j, &n, 1, 1);
+	UNLOCK(e);
+	engine_wake(e);
+	return rc;
+}
+
+static int log_name(struct engine *e, const char *name, uint32_t n,
+		    char *buf, size_t len)
+{
+	struct job *j = job_find(e, name);
+
+	if (!j || n < 1 || n > j->nchunks)
+		return -ENOENT;
+	snprintf(buf, len, "%" PRIu64 "/%" PRIu32 ".log", j->id, n);
+	return 0;
+}
+
+int engine_log_open(struct engine *e, const char *name, uint32_t n,
+		    int *fd_out)
+{
+	char ln[64];
+	int rc;
+
+	LOCK(e);
+	rc = log_name(e, name, n, ln, sizeof(ln));
+	if (!rc) {
+		*fd_out = openat(e->os.logs, ln, O_RDONLY | O_NOFOLLOW |
+				 O_CLOEXEC);
+		if (*fd_out < 0)
+			rc = -errno;
+	}
+	UNLOCK(e);
+	return rc;
+}
+
+int engine_log_stat(struct engine *e, const char *name, uint32_t n,
+		    uint64_t *size, int64_t *mtime_ms)
+{
+	struct stat st;
+	char ln[64];
+	int rc;
+
+	LOCK(e);
+	rc = log_name(e, name, n, ln, sizeof(ln));
+	if (!rc && fstatat(e->os.logs, ln, &st, AT_SYMLINK_NOFOLLOW) < 0)
+		rc = -errno;
+	if (!rc) {
+		*size = (uint64_t)st.st_size;
+		*mtime_ms = (int64_t)st.st_mtim.tv_sec * 1000 +
+			st.st_mtim.tv_nsec / 1000000;
+	}
+	UNLOCK(e);
+	return rc;
+}
+
+/* ------------------------------------------------------------------ */
+/* output.EXT: the done prefix, joined */
+
+struct output_view {
+	struct engine *e;
+	uint32_t n;
+	uint8_t (*obj)[SHA_LEN];
+	uint64_t *end;      /* cumulative sizes */
+	int fd;             /* the object open now */
+	uint32_t fd_idx;
+};
+
+struct prefix_ctx {
+	struct output_view *v;
+	struct job *j;
+	uint32_t cap;
+	uint64_t total;
+};
+
+static int prefix_add(void *arg, uint32_t n, const struct chunk_rec *r,
+		      const char *err, size_t errlen)
+{
+	struct prefix_ctx *c = arg;
+	struct output_view *v = c->v;
+
+	(void)err;
+	(void)errlen;
+	if (n != v->n + 1 || r->state != CHUNK_DONE ||
+	    (c->j->cs[n - 1] & CS_MASK) != CS_DONE)
+		return 1; /* the prefix ends here */
+	if (v->n == c->cap) {
+		uint32_t cap = c->cap ? c->cap * 2 : 64;
+		void *p1 = realloc(v->obj, (size_t)cap * SHA_LEN);
+		void *p2;
+
+		if (!p1)
+			return -ENOMEM;
+		v->obj = p1;
+		p2 = realloc(v->end, (size_t)cap * sizeof(*v->end));
+		if (!p2)
+			return -ENOMEM;
+		v->end = p2;
+		c->cap = cap;
+	}
+	memcpy(v->obj[v->n], r->obj, SHA_LEN);
+	c->total += r->obj_size;
+	v->end[v->n] = c->total;
+	v->n++;
+	return 0;
+}
+
+static int output_build(struct engine *e, struct job *j,
+			struct output_view *v)
+{
+	struct prefix_ctx c = { v, j, 0, 0 };
+	struct db_txn *t;
+	int rc;
+
+	rc = db_begin(e->db, 0, &t);
+	if (rc)
+		return rc;
+	rc = db_chunk_iter(t, j->id, 1, prefix_add, &c);
+	db_abort(t);
+	return rc == 1 ? 0 : rc;
+}
+
+int engine_output_open(struct engine *e, const char *name,
+		       struct output_view **out)
+{
+	struct output_view *v;
+	struct job *j;
+	int rc;
+
+	v = calloc(1, sizeof(*v));
+	if (!v)
+		return -ENOMEM;
+	v->e = e;
+	v->fd = -1;
+	LOCK(e);
+	j = job_find(e, name);
+	rc = j ? output_build(e, j, v) : -ENOENT;
+	UNLOCK(e);
+	if (rc) {
+		engine_output_close(v);
+		return rc;
+	}
+	*out = v;
+	return 0;
+}
+
+uint64_t engine_output_size(struct output_view *v)
+{
+	return v->n ? v->end[v->n - 1] : 0;
+}
+
+int engine_output_stat(struct engine *e, const char *name, uint64_t *size)
+{
+	struct output_view *v;
+	int rc = engine_output_open(e, name, &v);
+
+	if (rc)
+		return rc;
+	*size = engine_output_size(v);
+	engine_output_close(v);
+	return 0;
+}
+
+ssize_t engine_output_read(struct output_view *v, char *buf, size_t size,
+			   uint64_t off)
+{
+	size_t done = 0;
+	uint32_t lo = 0, hi = v->n;
+
+	if (off >= engine_output_size(v))
+		return 0;
+	/* the first chunk whose end lies beyond off */
+	while (lo < hi) {
+		uint32_t mid = lo + (hi - lo) / 2;
+
+		if (v->end[mid] <= off)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	for (uint32_t i = lo; i < v->n && done < size; i++) {
+		uint64_t start = i ? v->end[i - 1] : 0;
+		uint64_t in = off + done - start;
+		size_t want = size - done;
+		ssize_t n;
+
+		if (v->fd < 0 || v->fd_idx != i) {
+			if (v->fd >= 0)
+				close(v->fd);
+			v->fd = -1;
+			if (objstore_open_obj(&v->e->os, v->obj[i], &v->fd))
+				return done ? (ssize_t)done : -EIO;
+			v->fd_idx = i;
+		}
+		if (want > v->end[i] - start - in)
+			want = (size_t)(v->end[i] - start - in);
+		n = pread(v->fd, buf + done, want, (off_t)in);
+		if (n < 0)
+			return done ? (ssize_t)done : -errno;
+		done += (size_t)n;
+		if ((size_t)n < want)
+			break; /* object shorter than recorded */
+	}
+	return (ssize_t)done;
+}
+
+void engine_output_close(struct output_view *v)
+{
+	if (!v)
+		return;
+	if (v->fd >= 0)
+		close(v->fd);
+	free(v->obj);
+	free(v->end);
+	free(v);
+}

@@ -1,0 +1,1671 @@
+/*
+ * engine.c - jobs, the scheduler thread and the commit thread.
+ *
+ * Reading order: recovery (engine_open), the scheduler loop
+ * (sched_main: start attempts, feed stdin, collect stderr, reap), the end of
+ * an attempt (attempt_ended), the commit thread (commit_main), then the
+ * calls the FUSE layer makes (verbs, chunks, output).
+ *
+ * The commit protocol, for one chunk (see docs/design.md):
+ *   1. the worker writes its output to a temp file in STORE/tmp (stdout)
+ *      or to JOBFS_OUTPUT in its scratch directory;
+ *   2. the commit thread hashes it, fsyncs it, renames it to
+ *      objects/xx/HASH and fsyncs that directory (objstore_publish);
+ *   3. one LMDB write transaction (synchronous) marks the chunk done and
+ *      counts the reference;
+ *   4. only then does the chunk show in chunks/, status and output.
+ * A crash before 3 leaves at most an unreferenced object, which startup
+ * recovery removes; a crash after 3 leaves a durable, complete output.
+ *
+ * Invariants (checked in engine_check_locked in debug builds):
+ *   I1. j->ndone, nfailed, nrunning, ncommit, nwait count the chunks of j
+ *       in each state; nqueued counts the chunks with CS_QUEUED.
+ *   I2. a chunk in CS_RUNNING or CS_COMMIT has exactly one attempt in
+ *       e->attempts; no other chunk has any.
+ *   I3. an object file is renamed into objects/ and unlinked from it only
+ *       by the commit thread, so no unlink can fall between a publish and
+ *       the commit that references it.
+ */
+#define _GNU_SOURCE
+#include <assert.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <math.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cjson/cJSON.h>
+
+#include "engine_int.h"
+
+#define LOG_HEAD (32 * 1024)   /* first bytes of stderr kept */
+#define LOG_TAIL (32 * 1024)   /* last bytes of stderr kept */
+#define FEED_MAX (256 * 1024)  /* stdin bytes written per wakeup */
+
+/* ------------------------------------------------------------------ */
+/* small helpers */
+
+double mono_now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+int64_t wall_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int engine_name_ok(const char *name)
+{
+	size_t n = strlen(name);
+
+	if (n < 1 || n > 64 || name[0] == '.')
+		return 0;
+	for (size_t i = 0; i < n; i++) {
+		char c = name[i];
+
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+		      (c >= '0' && c <= '9') || c == '.' || c == '_' ||
+		      c == '-'))
+			return 0;
+	}
+	return 1;
+}
+
+struct job *job_find(struct engine *e, const char *name)
+{
+	for (size_t i = 0; i < e->njobs; i++) {
+		if (!strcmp(e->jobs[i]->name, name))
+			return e->jobs[i];
+	}
+	return NULL;
+}
+
+unsigned job_width(const struct job *j)
+{
+	unsigned w = 1;
+
+	for (uint32_t n = j->nchunks; n >= 10; n /= 10)
+		w++;
+	return w < 4 ? 4 : w;
+}
+
+void job_bump(struct job *j)
+{
+	j->version++;
+}
+
+/* Move chunk n to a new state, keeping the counters (I1). The CS_QUEUED
+ * flag is kept unless state carries its own flags. */
+void job_set_cs(struct job *j, uint32_t n, int state)
+{
+	uint8_t *p = &j->cs[n - 1];
+	int old = *p & CS_MASK;
+	uint32_t *ctr[] = {
+		[CS_PENDING] = NULL, [CS_DONE] = &j->ndone,
+		[CS_FAILED] = &j->nfailed, [CS_RUNNING] = &j->nrunning,
+		[CS_WAIT] = &j->nwait, [CS_COMMIT] = &j->ncommit,
+	};
+	int queued = *p & CS_QUEUED;
+
+	if (ctr[old])
+		(*ctr[old])--;
+	if (ctr[state & CS_MASK])
+		(*ctr[state & CS_MASK])++;
+	if (state & CS_QUEUED)
+		queued = CS_QUEUED;
+	if ((state & CS_MASK) == CS_DONE || (state & CS_MASK) == CS_FAILED)
+		queued = 0; /* a queued chunk that ended is no longer queued */
+	if (queued && !(*p & CS_QUEUED))
+		j->nqueued++;
+	else if (!queued && (*p & CS_QUEUED))
+		j->nqueued--;
+	*p = (uint8_t)((state & CS_MASK) | queued);
+	job_bump(j);
+}
+
+/* Chunks of j that are running or being committed. */
+int job_active(const struct job *j)
+{
+	return j->nrunning + j->ncommit > 0;
+}
+
+static uint32_t job_pending(const struct job *j)
+{
+	return j->nchunks - j->ndone - j->nfailed - j->nrunning -
+		j->ncommit - j->nwait;
+}
+
+/* The job is running, in the sense that spec, input, reset and rmdir are
+ * refused: something runs, or will start without another verb. */
+int job_busy(const struct job *j)
+{
+	if (job_active(j))
+		return 1;
+	if (j->rec.mode == JOB_MODE_RUN)
+		return job_pending(j) + j->nwait > 0;
+	if (j->rec.mode == JOB_MODE_SELECTED)
+		return j->nqueued > 0;
+	return 0;
+}
+
+int job_runnable(const struct job *j, uint32_t n)
+{
+	uint8_t c = j->cs[n - 1];
+
+	if ((c & CS_MASK) != CS_PENDING)
+		return 0;
+	if (j->rec.mode == JOB_MODE_RUN)
+		return 1;
+	return j->rec.mode == JOB_MODE_SELECTED && (c & CS_QUEUED);
+}
+
+const char *job_state_name(const struct job *j)
+{
+	if (!j->has_spec || !j->rec.has_input)
+		return "new";
+	if (j->rec.mode == JOB_MODE_PAUSE)
+		return "paused";
+	if (j->rec.mode == JOB_MODE_STOP && !job_active(j))
+		return "stopped";
+	if (job_busy(j))
+		return "running";
+	if (j->nchunks > 0 && j->ndone == j->nchunks)
+		return "done";
+	if (j->nfailed > 0)
+		return "failed";
+	if (j->rec.mode == JOB_MODE_STOP)
+		return "stopped";
+	if (j->nchunks == 0 && j->rec.run_started_ms)
+		return "done";
+	return "ready";
+}
+
+void job_reject(struct job *j, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(j->last_reject, sizeof(j->last_reject), fmt, ap);
+	va_end(ap);
+	j->last_reject_ms = wall_ms();
+	job_event(j, 0, "rejected", "%s", j->last_reject);
+	job_bump(j);
+}
+
+void iso_time(int64_t ms, char *buf, size_t len)
+{
+	time_t t = (time_t)(ms / 1000);
+	struct tm tm;
+
+	gmtime_r(&t, &tm);
+	snprintf(buf, len, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ",
+		 tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
+		 tm.tm_min, tm.tm_sec, (int)(ms % 1000));
+}
+
+/*
+ * Append one event to the job's log. fmt builds the "error" field when the
+ * event carries one; extra fields come from the va_list as key/value
+ * pairs only through job_event_x() below.
+ */
+static void event_write(struct job *j, cJSON *o)
+{
+	char *line = cJSON_PrintUnformatted(o);
+	size_t n;
+
+	if (!line)
+		return;
+	n = strlen(line);
+	line[n] = '\n'; /* replaces the NUL; we write n + 1 bytes */
+	if (j->events_fd >= 0 && write(j->events_fd, line, n + 1) ==
+	    (ssize_t)(n + 1))
+		j->events_len += n + 1;
+	free(line);
+	job_bump(j);
+}
+
+static cJSON *event_new(struct job *j, uint32_t n, const char *event)
+{
+	cJSON *o = cJSON_CreateObject();
+	char t[40];
+
+	iso_time(wall_ms(), t, sizeof(t));
+	cJSON_AddStringToObject(o, "time", t);
+	cJSON_AddStringToObject(o, "job", j->name);
+	if (n)
+		cJSON_AddNumberToObject(o, "chunk", n);
+	cJSON_AddStringToObject(o, "event", event);
+	return o;
+}
+
+void job_event(struct job *j, uint32_t n, const char *event,
+	       const char *fmt, ...)
+{
+	cJSON *o = event_new(j, n, event);
+
+	if (fmt && fmt[0]) {
+		char msg[512];
+		va_list ap;
+
+		va_start(ap, fmt);
+		vsnprintf(msg, sizeof(msg), fmt, ap);
+		va_end(ap);
+		if (msg[0])
+			cJSON_AddStringToObject(o, "error", msg);
+	}
+	event_write(j, o);
+	cJSON_Delete(o);
+}
+
+void job_event_plan(struct job *j, uint32_t chunks, uint32_t reused,
+		    uint32_t fresh, uint32_t changed)
+{
+	cJSON *o = event_new(j, 0, "planned");
+
+	cJSON_AddNumberToObject(o, "chunks", chunks);
+	cJSON_AddNumberToObject(o, "reused", reused);
+	cJSON_AddNumberToObject(o, "to_run", chunks - reused);
+	cJSON_AddNumberToObject(o, "new_text", fresh);
+	cJSON_AddNumberToObject(o, "changed", changed);
+	event_write(j, o);
+	cJSON_Delete(o);
+}
+
+/* An attempt's event: started, done, failed, timeout, cancelled. */
+static void attempt_event(struct job *j, const struct attempt *a,
+			  const char *event, const char *error,
+			  double retry_in)
+{
+	cJSON *o = event_new(j, a->n, event);
+
+	cJSON_AddNumberToObject(o, "attempt", a->number);
+	if (a->ended && !a->res.exec_errno) {
+		if (a->res.signaled)
+			cJSON_AddNumberToObject(o, "signal", a->res.code);
+		else
+			cJSON_AddNumberToObject(o, "exit", a->res.code);
+	}
+	if (a->ended)
+		cJSON_AddNumberToObject(o, "duration",
+					round((mono_now() - a->started_mono) *
+					      1000) / 1000);
+	if (error && error[0])
+		cJSON_AddStringToObject(o, "error", error);
+	if (retry_in >= 0)
+		cJSON_AddNumberToObject(o, "retry_in",
+					round(retry_in * 1000) / 1000);
+	event_write(j, o);
+	cJSON_Delete(o);
+}
+
+void engine_wake(struct engine *e)
+{
+	char c = 1;
+	ssize_t rc = write(e->wake[1], &c, 1);
+
+	(void)rc; /* full pipe: a wakeup is pending anyway */
+}
+
+void engine_mark_dead(struct engine *e, const uint8_t sha[SHA_LEN])
+{
+	if (e->ndead == e->capdead) {
+		size_t cap = e->capdead ? e->capdead * 2 : 64;
+		void *p = realloc(e->dead, cap * SHA_LEN);
+
+		if (!p)
+			return; /* the next startup sweep collects it */
+		e->dead = p;
+		e->capdead = cap;
+	}
+	memcpy(e->dead[e->ndead++], sha, SHA_LEN);
+	pthread_cond_signal(&e->commit_cond);
+}
+
+int job_put_rec(struct engine *e, struct db_txn *t, struct job *j)
+{
+	(void)e;
+	j->rec.updated_ms = wall_ms();
+	return db_job_put(t, j->name, &j->rec, j->spec_text, j->spec_len);
+}
+
+void job_unmap_input(struct job *j)
+{
+	if (j->input_map && j->input_map != MAP_FAILED)
+		munmap(j->input_map, j->input_map_len);
+	j->input_map = NULL;
+	j->input_map_len = 0;
+}
+
+static int job_map_input(struct engine *e, struct job *j)
+{
+	char name[128];
+	struct stat st;
+	int fd, rc = 0;
+
+	if (j->input_map)
+		return 0;
+	job_input_name(j, name, sizeof(name));
+	fd = openat(e->os.inputs, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	if (fstat(fd, &st) < 0) {
+		rc = -errno;
+	} else if (st.st_size == 0) {
+		j->input_map = MAP_FAILED; /* mapped, and empty */
+	} else {
+		void *p = mmap(NULL, (size_t)st.st_size, PROT_READ,
+			       MAP_SHARED, fd, 0);
+
+		if (p == MAP_FAILED) {
+			rc = -errno;
+		} else {
+			j->input_map = p;
+			j->input_map_len = (size_t)st.st_size;
+		}
+	}
+	close(fd);
+	return rc;
+}
+
+static void job_free(struct job *j)
+{
+	if (!j)
+		return;
+	job_unmap_input(j);
+	if (j->events_fd >= 0)
+		close(j->events_fd);
+	spec_release(&j->spec);
+	free(j->spec_text);
+	free(j->cs);
+	free(j->waits);
+	free(j->manifest);
+	free(j);
+}
+
+static int engine_add_job(struct engine *e, struct job *j)
+{
+	if (e->njobs == e->capjobs) {
+		size_t cap = e->capjobs ? e->capjobs * 2 : 16;
+		void *p = realloc(e->jobs, cap * sizeof(*e->jobs));
+
+		if (!p)
+			return -ENOMEM;
+		e->jobs = p;
+		e->capjobs = cap;
+	}
+	e->jobs[e->njobs++] = j;
+	return 0;
+}
+
+/* Open the job's event log for appending, dropping a torn last line that
+ * a crash may have left. */
+static int job_open_events(struct engine *e, struct job *j)
+{
+	char name[64], buf[4096];
+	struct stat st;
+	int fd;
+
+	snprintf(name, sizeof(name), "%" PRIu64 ".jsonl", j->id);
+	fd = openat(e->os.events, name, O_RDWR | O_CREAT | O_APPEND |
+		    O_NOFOLLOW | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return -errno;
+	if (fstat(fd, &st) == 0 && st.st_size > 0) {
+		off_t end = st.st_size, keep = 0;
+
+		while (end > 0) {
+			off_t from = end > (off_t)sizeof(buf) ?
+				end - (off_t)sizeof(buf) : 0;
+			ssize_t n = pread(fd, buf, (size_t)(end - from), from);
+
+			if (n <= 0)
+				break;
+			while (n > 0 && buf[n - 1] != '\n')
+				n--;
+			if (n > 0) {
+				keep = from + n;
+				break;
+			}
+			end = from;
+		}
+		if (keep != st.st_size && ftruncate(fd, keep) < 0) {
+			close(fd);
+			return -errno;
+		}
+		st.st_size = keep;
+	}
+	j->events_fd = fd;
+	j->events_len = (uint64_t)st.st_size;
+	return 0;
+}
+
+static struct job *job_new(const char *name)
+{
+	struct job *j = calloc(1, sizeof(*j));
+
+	if (!j)
+		return NULL;
+	snprintf(j->name, sizeof(j->name), "%s", name);
+	j->events_fd = -1;
+	return j;
+}
+
+/* ------------------------------------------------------------------ */
+/* recovery */
+
+struct load_ctx {
+	struct engine *e;
+	struct job *j;
+	int rc;
+};
+
+static int load_chunk(void *arg, uint32_t n, const struct chunk_rec *r,
+		      const char *err, size_t errlen)
+{
+	struct job *j = arg;
+
+	(void)err;
+	(void)errlen;
+	if (n < 1 || n > j->nchunks)
+		return 0; /* beyond the plan: ignored */
+	switch (r->state) {
+	case CHUNK_DONE:
+		job_set_cs(j, n, CS_DONE);
+		if (r->flags & CHUNK_F_REUSED)
+			j->nreused++;
+		break;
+	case CHUNK_FAILED:
+		job_set_cs(j, n, CS_FAILED);
+		break;
+	default:
+		job_set_cs(j, n, (r->flags & CHUNK_F_QUEUED) ?
+			   CS_PENDING | CS_QUEUED : CS_PENDING);
+		break;
+	}
+	return 0;
+}
+
+static int load_job(void *arg, const char *name, const struct job_rec *r,
+		    const char *spec, size_t speclen)
+{
+	struct load_ctx *c = arg;
+	struct job *j;
+	char err[256];
+	int rc;
+
+	j = job_new(name);
+	if (!j)
+		return -ENOMEM;
+	j->rec = *r;
+	j->id = r->id;
+	if (speclen) {
+		j->spec_text = malloc(speclen + 1);
+		if (!j->spec_text) {
+			job_free(j);
+			return -ENOMEM;
+		}
+		memcpy(j->spec_text, spec, speclen);
+		j->spec_text[speclen] = '\0';
+		j->spec_len = speclen;
+		if (spec_parse(spec, speclen, &j->spec, err, sizeof(err)) == 0)
+			j->has_spec = 1;
+		else
+			snprintf(j->last_error, sizeof(j->last_error),
+				 "stored spec no longer parses: %s", err);
+	}
+	j->nchunks = r->nchunks;
+	j->cs = calloc(j->nchunks ? j->nchunks : 1, 1);
+	if (!j->cs) {
+		job_free(j);
+		return -ENOMEM;
+	}
+	rc = engine_add_job(c->e, j);
+	if (rc) {
+		job_free(j);
+		return rc;
+	}
+	c->j = j;
+	return 0;
+}
+
+static int obj_live(void *arg, const uint8_t sha[SHA_LEN])
+{
+	struct db_txn *t = arg;
+	struct obj_rec r;
+
+	return db_obj_get(t, sha, &r) == 0;
+}
+
+/* Input files that no job refers to (a crash between writing a new input
+ * and committing its plan) are removed. */
+static void sweep_inputs(struct engine *e)
+{
+	int fd = openat(e->os.inputs, ".", O_RDONLY | O_DIRECTORY |
+			O_CLOEXEC);
+	DIR *d;
+	struct dirent *de;
+
+	if (fd < 0)
+		return;
+	d = fdopendir(fd);
+	if (!d) {
+		close(fd);
+		return;
+	}
+	while ((de = readdir(d))) {
+		int live = 0;
+
+		if (de->d_name[0] == '.')
+			continue;
+		for (size_t i = 0; i < e->njobs && !live; i++) {
+			char name[128];
+
+			job_input_name(e->jobs[i], name, sizeof(name));
+			live = e->jobs[i]->rec.has_input &&
+				!strcmp(name, de->d_name);
+		}
+		if (!live)
+			unlinkat(e->os.inputs, de->d_name, 0);
+	}
+	closedir(d);
+}
+
+int engine_open(const struct engine_opts *o, struct executor *ex,
+		struct engine **out, char *err, size_t errlen)
+{
+	struct engine *e;
+	struct db_txn *t = NULL;
+	char dbdir[4096];
+	int rc;
+
+	e = calloc(1, sizeof(*e));
+	if (!e)
+		return -ENOMEM;
+	e->o = *o;
+	e->ex = ex;
+	e->wake[0] = e->wake[1] = -1;
+	pthread_mutex_init(&e->lock, NULL);
+	pthread_cond_init(&e->idle, NULL);
+	pthread_cond_init(&e->commit_cond, NULL);
+
+	rc = objstore_open(o->store, &e->os, err, errlen);
+	if (rc)
+		goto fail;
+	/* Temp files and scratch directories belong to attempts that the
+	 * crash ended: none of them was committed. */
+	objstore_clear_temps(&e->os);
+
+	snprintf(dbdir, sizeof(dbdir), "%s/db", e->os.path);
+	rc = db_open(dbdir, 0, &e->db, err, errlen);
+	if (rc)
+		goto fail;
+
+	rc = db_begin(e->db, 0, &t);
+	if (rc)
+		goto fail_db;
+	{
+		struct load_ctx c = { e, NULL, 0 };
+
+		rc = db_job_iter(t, load_job, &c);
+	}
+	for (size_t i = 0; !rc && i < e->njobs; i++) {
+		struct job *j = e->jobs[i];
+
+		rc = db_chunk_iter(t, j->id, 1, load_chunk, j);
+		if (!rc)
+			rc = job_open_events(e, j);
+		j->run_mono = mono_now();
+	}
+	if (!rc) {
+		/* Objects nothing refers to: a crash between publish and
+		 * commit, or between a release and its unlink. */
+		objstore_sweep(&e->os, obj_live, t);
+		sweep_inputs(e);
+	}
+	db_abort(t);
+	t = NULL;
+	if (rc)
+		goto fail_db;
+
+	if (pipe2(e->wake, O_CLOEXEC | O_NONBLOCK) < 0) {
+		rc = -errno;
+		goto fail_db;
+	}
+	*out = e;
+	return 0;
+
+fail_db:
+	snprintf(err, errlen, "cannot load the store: %s", strerror(-rc));
+fail:
+	engine_close(e);
+	return rc;
+}
+
+/* ------------------------------------------------------------------ */
+/* starting an attempt */
+
+static void attempt_free(struct engine *e, struct attempt *a)
+{
+	if (a->ex)
+		exec_free(e->ex, a->ex);
+	if (a->in_fd >= 0)
+		close(a->in_fd);
+	if (a->err_fd >= 0)
+		close(a->err_fd);
+	if (a->log_fd >= 0)
+		close(a->log_fd);
+	if (a->out_fd >= 0)
+		close(a->out_fd);
+	if (a->out_name[0])
+		unlinkat(e->os.tmp, a->out_name, 0);
+	if (a->scratch[0])
+		objstore_rmtree(e->os.scratch, a->scratch);
+	free(a->tail);
+	free(a);
+}
+
+static void attempt_unlink(struct engine *e, struct attempt *a)
+{
+	for (struct attempt **p = &e->attempts; *p; p = &(*p)->next) {
+		if (*p == a) {
+			*p = a->next;
+			return;
+		}
+	}
+}
+
+static int open_log(struct engine *e, struct job *j, uint32_t n, int *fd)
+{
+	char dir[32], name[64];
+	int dfd;
+
+	snprintf(dir, sizeof(dir), "%" PRIu64, j->id);
+	if (mkdirat(e->os.logs, dir, 0700) < 0 && errno != EEXIST)
+		return -errno;
+	snprintf(name, sizeof(name), "%s/%" PRIu32 ".log", dir, n);
+	dfd = openat(e->os.logs, name, O_WRONLY | O_CREAT | O_TRUNC |
+		     O_NOFOLLOW | O_CLOEXEC, 0600);
+	if (dfd < 0)
+		return -errno;
+	*fd = dfd;
+	return 0;
+}
+
+/* Start one attempt of chunk n. Called with e->lock held, from the
+ * scheduler thread. On failure the chunk is left as it was and a negative
+ * errno is returned. */
+static int attempt_start(struct engine *e, struct job *j, uint32_t n)
+{
+	struct attempt *a;
+	struct chunk_rec r;
+	struct db_txn *t;
+	char cwd[4200], outpath[4300], var[5][160];
+	char *jobvars[7];
+	char **env = NULL;
+	char *shargv[4];
+	int inp[2] = { -1, -1 }, errp[2] = { -1, -1 };
+	int rc;
+
+	rc = db_begin(e->db, 0, &t);
+	if (rc)
+		return rc;
+	rc = db_chunk_get(t, j->id, n, &r, NULL);
+	db_abort(t);
+	if (rc)
+		return rc;
+	rc = job_map_input(e, j);
+	if (rc)
+		return rc;
+
+	a = calloc(1, sizeof(*a));
+	if (!a)
+		return -ENOMEM;
+	a->in_fd = a->err_fd = a->log_fd = a->out_fd = -1;
+	a->job = j;
+	a->n = n;
+	a->number = r.attempts + 1;
+	a->in_off = r.start;
+	a->in_end = r.end;
+	if (j->input_map == MAP_FAILED || r.end > j->input_map_len)
+		a->in_off = a->in_end = 0;
+
+	snprintf(a->scratch, sizeof(a->scratch), "%" PRIu64 "-%" PRIu32
+		 "-%" PRIu32 "-%lx", j->id, n, a->number,
+		 (unsigned long)(mono_now() * 1e6));
+	if (mkdirat(e->os.scratch, a->scratch, 0700) < 0) {
+		rc = -errno;
+		a->scratch[0] = '\0';
+		goto fail;
+	}
+	rc = objstore_tmp_create(&e->os, "out", a->out_name,
+				 sizeof(a->out_name), &a->out_fd);
+	if (rc) {
+		a->out_name[0] = '\0';
+		goto fail;
+	}
+	rc = open_log(e, j, n, &a->log_fd);
+	if (rc)
+		goto fail;
+	if (pipe2(inp, O_CLOEXEC) < 0 || pipe2(errp, O_CLOEXEC) < 0) {
+		rc = -errno;
+		goto fail;
+	}
+
+	snprintf(cwd, sizeof(cwd), "%s/scratch/%s", e->os.path, a->scratch);
+	snprintf(outpath, sizeof(outpath), "JOBFS_OUTPUT=%s/output.%s", cwd,
+		 j->spec.ext);
+	snprintf(var[0], sizeof(var[0]), "JOBFS_JOB=%s", j->name);
+	snprintf(var[1], sizeof(var[1]), "JOBFS_CHUNK=%" PRIu32, n);
+	snprintf(var[2], sizeof(var[2]), "JOBFS_CHUNKS=%" PRIu32, j->nchunks);
+	snprintf(var[3], sizeof(var[3]), "JOBFS_ATTEMPT=%" PRIu32, a->number);
+	jobvars[0] = var[0];
+	jobvars[1] = var[1];
+	jobvars[2] = var[2];
+	jobvars[3] = var[3];
+	jobvars[4] = outpath;
+	jobvars[5] = NULL;
+	{
+		/* params can be long: give it its own allocation */
+		size_t plen = strlen(j->spec.params) + 16;
+		char *pv = malloc(plen);
+		char *vars[8];
+
+		if (!pv) {
+			rc = -ENOMEM;
+			goto fail;
+		}
+		snprintf(pv, plen, "JOBFS_PARAMS=%s", j->spec.params);
+		memcpy(vars, jobvars, 5 * sizeof(char *));
+		vars[5] = pv;
+		vars[6] = NULL;
+		env = exec_env_build(j->spec.env, vars);
+		free(pv);
+	}
+	if (!env) {
+		rc = -ENOMEM;
+		goto fail;
+	}
+
+	{
+		struct exec_request req = {
+			.envp = env,
+			.cwd = cwd,
+			.stdin_fd = inp[0],
+			.stdout_fd = a->out_fd,
+			.stderr_fd = errp[1],
+			.max_output = j->spec.max_output,
+		};
+
+		if (j->spec.shell) {
+			shargv[0] = "/bin/sh";
+			shargv[1] = "-c";
+			shargv[2] = j->spec.shell;
+			shargv[3] = NULL;
+			req.argv = shargv;
+		} else {
+			req.argv = j->spec.argv;
+		}
+		rc = exec_start(e->ex, &req, &a->ex);
+	}
+	exec_env_free(env);
+	close(inp[0]);
+	close(errp[1]);
+	inp[0] = errp[1] = -1;
+	if (rc)
+		goto fail;
+	a->in_fd = inp[1];
+	a->err_fd = errp[0];
+	fcntl(a->in_fd, F_SETFL, O_NONBLOCK);
+	fcntl(a->err_fd, F_SETFL, O_NONBLOCK);
+	if (a->in_off == a->in_end) {
+		close(a->in_fd);
+		a->in_fd = -1;
+	}
+
+	a->started_ms = wall_ms();
+	a->started_mono = mono_now();
+	a->deadline_mono = j->spec.timeout > 0 ?
+		a->started_mono + j->spec.timeout : 0;
+	a->next = e->attempts;
+	e->attempts = a;
+	e->nrunning++;
+	job_set_cs(j, n, CS_RUNNING);
+	attempt_event(j, a, "started", NULL, -1);
+	return 0;
+
+fail:
+	for (int i = 0; i < 2; i++) {
+		if (inp[i] >= 0)
+			close(inp[i]);
+		if (errp[i] >= 0)
+			close(errp[i]);
+	}
+	attempt_free(e, a);
+	return rc;
+}
+
+/* ------------------------------------------------------------------ */
+/* the worker's stdin and stderr */
+
+static void feed_stdin(struct attempt *a)
+{
+	const char *base = a->job->input_map;
+	size_t todo = (size_t)(a->in_end - a->in_off);
+
+	if (todo > FEED_MAX)
+		todo = FEED_MAX;
+	while (todo > 0) {
+		ssize_t n = write(a->in_fd, base + a->in_off, todo);
+
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			if (errno == EAGAIN)
+				return;
+			/* EPIPE: the worker closed its stdin; that is its
+			 * business, not a failure. */
+			a->in_off = a->in_end;
+			break;
+		}
+		a->in_off += (uint64_t)n;
+		todo -= (size_t)n;
+	}
+	if (a->in_off >= a->in_end) {
+		close(a->in_fd);
+		a->in_fd = -1;
+	}
+}
+
+/* Keep the first LOG_HEAD bytes of stderr in the log file and the last
+ * LOG_TAIL in a ring, so the log stays bounded whatever the worker
+ * prints. */
+static void log_bytes(struct attempt *a, const char *p, size_t n)
+{
+	if (a->log_len < LOG_HEAD) {
+		size_t take = LOG_HEAD - a->log_len;
+
+		if (take > n)
+			take = n;
+		if (a->log_fd >= 0 && write(a->log_fd, p, take) < 0) {
+			/* a full disk loses log bytes, nothing else */
+		}
+		a->log_len += take;
+		p += take;
+		n -= take;
+	}
+	if (n == 0)
+		return;
+	if (!a->tail) {
+		a->tail = malloc(LOG_TAIL);
+		if (!a->tail) {
+			a->log_dropped += n;
+			return;
+		}
+	}
+	while (n > 0) {
+		size_t room = LOG_TAIL - a->tail_pos, take = n < room ? n : room;
+
+		memcpy(a->tail + a->tail_pos, p, take);
+		a->tail_pos = (a->tail_pos + take) % LOG_TAIL;
+		if (a->tail_len + take > LOG_TAIL)
+			a->log_dropped += a->tail_len + take - LOG_TAIL;
+		a->tail_len = a->tail_len + take > LOG_TAIL ? LOG_TAIL :
+			a->tail_len + take;
+		p += take;
+		n -= take;
+	}
+}
+
+static int drain_stderr(struct attempt *a)
+{
+	char buf[65536];
+
+	for (;;) {
+		ssize_t n = read(a->err_fd, buf, sizeof(buf));
+
+		if (n > 0) {
+			log_bytes(a, buf, (size_t)n);
+			continue;
+		}
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 && errno == EAGAIN)
+			return 0;
+		close(a->err_fd);
+		a->err_fd = -1;
+		return 1;
+	}
+}
+
+static void log_finish(struct attempt *a)
+{
+	if (a->log_fd < 0)
+		return;
+	if (a->tail_len) {
+		char mark[96];
+		int m = snprintf(mark, sizeof(mark), "\n[jobfs: %" PRIu64
+				 " bytes of stderr skipped]\n", a->log_dropped);
+		size_t start = (a->tail_pos + LOG_TAIL - a->tail_len) % LOG_TAIL;
+		size_t first = a->tail_len < LOG_TAIL - start ?
+			a->tail_len : LOG_TAIL - start;
+
+		if (a->log_dropped && write(a->log_fd, mark, (size_t)m) < 0) {
+			/* nothing to do */
+		}
+		if (write(a->log_fd, a->tail + start, first) < 0 ||
+		    (a->tail_len > first &&
+		     write(a->log_fd, a->tail, a->tail_len - first) < 0)) {
+			/* nothing to do */
+		}
+	}
+	close(a->log_fd);
+	a->log_fd = -1;
+	free(a->tail);
+	a->tail = NULL;
+}
+
+/* ------------------------------------------------------------------ */
+/* the end of an attempt */
+
+static double backoff_delay(const struct spec *s, uint32_t fails)
+{
+	double d = s->backoff_initial;
+
+	for (uint32_t i = 1; i < fails && d < s->backoff_max; i++)
+		d *= s->backoff_factor;
+	if (d > s->backoff_max)
+		d = s->backoff_max;
+	/* +-20 % jitter so that chunks that failed together do not retry
+	 * together. */
+	return d * (0.8 + 0.4 * ((double)random() / RAND_MAX));
+}
+
+static int no_retry(const struct spec *s, const struct exec_result *r)
+{
+	if (r->exec_errno || r->signaled)
+		return 0;
+	for (size_t i = 0; i < s->n_no_retry; i++) {
+		if (s->no_retry[i] == r->code)
+			return 1;
+	}
+	return 0;
+}
+
+static void job_add_wait(struct job *j, uint32_t n, double when)
+{
+	if (j->nwaits == j->capwaits) {
+		size_t cap = j->capwaits ? j->capwaits * 2 : 8;
+		void *p = realloc(j->waits, cap * sizeof(*j->waits));
+
+		if (!p) {
+			job_set_cs(j, n, CS_PENDING); /* retry at once */
+			return;
+		}
+		j->waits = p;
+		j->capwaits = cap;
+	}
+	j->waits[j->nwaits].n = n;
+	j->waits[j->nwaits].when = when;
+	j->nwaits++;
+	job_set_cs(j, n, CS_WAIT);
+}
+
+/* Drop every backoff wait of j, sending the chunks back to pending. */
+void job_clear_waits(struct job *j)
+{
+	for (size_t i = 0; i < j->nwaits; i++)
+		job_set_cs(j, j->waits[i].n, CS_PENDING);
+	j->nwaits = 0;
+}
+
+/*
+ * A failed attempt: count it against the chunk's budget durably, then
+ * either schedule a retry or mark the chunk failed. Called with e->lock.
+ */
+static void attempt_failed(struct engine *e, struct attempt *a,
+			   const char *why, const char *event)
+{
+	struct job *j = a->job;
+	struct chunk_rec r;
+	struct db_txn *t;
+	int give_up, rc;
+
+	rc = db_begin(e->db, 1, &t);
+	if (!rc)
+		rc = db_chunk_get(t, j->id, a->n, &r, NULL);
+	if (!rc) {
+		r.attempts++;
+		r.fails++;
+		r.last_code = a->res.exec_errno ? 127 :
+			(a->res.signaled ? -a->res.code : a->res.code);
+		give_up = r.fails >= j->spec.attempts ||
+			no_retry(&j->spec, &a->res);
+		r.state = give_up ? CHUNK_FAILED : CHUNK_PENDING;
+		if (give_up)
+			r.flags &= (uint8_t)~CHUNK_F_QUEUED;
+		rc = db_chunk_put(t, j->id, a->n, &r, why);
+		if (!rc) {
+			rc = db_commit(t);
+			t = NULL;
+		}
+	}
+	db_abort(t);
+	if (rc) {
+		/* Could not record the failure: leave the chunk pending; it
+		 * runs again and nothing done is affected. */
+		snprintf(j->last_error, sizeof(j->last_error),
+			 "cannot record the failure of chunk %" PRIu32 ": %s",
+			 a->n, strerror(-rc));
+		job_set_cs(j, a->n, CS_PENDING);
+		attempt_event(j, a, event, why, -1);
+		return;
+	}
+	if (give_up) {
+		job_set_cs(j, a->n, CS_FAILED);
+		attempt_event(j, a, event, why, -1);
+		if (strcmp(event, "failed"))
+			attempt_event(j, a, "failed", why, -1);
+	} else {
+		double d = backoff_delay(&j->spec, r.fails);
+
+		attempt_event(j, a, event, why, -1);
+		job_add_wait(j, a->n, mono_now() + d);
+		attempt_event(j, a, "retry-scheduled", NULL, d);
+	}
+}
+
+/* The output of a successful attempt: JOBFS_OUTPUT if the worker wrote
+ * it, else its stdout. */
+static int pick_output(struct engine *e, struct attempt *a, int *dirfd,
+		       const char **name, int *fd)
+{
+	char fname[32];
+	struct stat st;
+	int sdir, ofd;
+
+	snprintf(fname, sizeof(fname), "output.%s", a->job->spec.ext);
+	sdir = openat(e->os.scratch, a->scratch, O_RDONLY | O_DIRECTORY |
+		      O_NOFOLLOW | O_CLOEXEC);
+	if (sdir >= 0 && fstatat(sdir, fname, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+	    S_ISREG(st.st_mode)) {
+		ofd = openat(sdir, fname, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+		if (ofd >= 0) {
+			/* move it beside the stdout temp file, so the
+			 * scratch directory can go */
+			if (renameat(sdir, fname, e->os.tmp, a->out_name) ==
+			    0) {
+				close(a->out_fd);
+				a->out_fd = ofd;
+				close(sdir);
+				goto stdout_file;
+			}
+			close(ofd);
+		}
+	}
+	if (sdir >= 0)
+		close(sdir);
+stdout_file:
+	*dirfd = e->os.tmp;
+	*name = a->out_name;
+	*fd = a->out_fd;
+	return 0;
+}
+
+static void job_check_finished(struct engine *e, struct job *j);
+
+/* The worker's main process has exited and been reaped. */
+static void attempt_ended(struct engine *e, struct attempt *a)
+{
+	struct job *j = a->job;
+	char why[256];
+
+	if (a->in_fd >= 0) {
+		close(a->in_fd);
+		a->in_fd = -1;
+	}
+	if (a->err_fd >= 0)
+		drain_stderr(a);
+	if (a->err_fd >= 0) {
+		close(a->err_fd);
+		a->err_fd = -1;
+	}
+	log_finish(a);
+	e->nrunning--;
+
+	if (a->kill == KILL_CANCEL || a->kill == KILL_SHUTDOWN) {
+		/* Not the chunk's fault: back to pending, no attempt spent. */
+		job_set_cs(j, a->n, CS_PENDING);
+		attempt_event(j, a, "cancelled",
+			      a->kill == KILL_SHUTDOWN ? "daemon stopping" :
+			      "cancelled", -1);
+		attempt_unlink(e, a);
+		attempt_free(e, a);
+		return;
+	}
+	if (a->kill == KILL_TIMEOUT) {
+		snprintf(why, sizeof(why), "timeout after %g s",
+			 j->spec.timeout);
+		attempt_failed(e, a, why, "timeout");
+		goto gone;
+	}
+	if (!a->res.exec_errno && a->res.signaled && a->res.code == SIGXFSZ) {
+		snprintf(why, sizeof(why), "output larger than max_output "
+			 "(%" PRIu64 " bytes)", j->spec.max_output);
+		attempt_failed(e, a, why, "failed");
+		goto gone;
+	}
+	if (a->res.exec_errno || a->res.signaled || a->res.code != 0) {
+		char *shargv[4] = { "/bin/sh", "-c", j->spec.shell, NULL };
+
+		exec_describe(&a->res, j->spec.shell ? shargv : j->spec.argv,
+			      j->spec.shell != NULL, why, sizeof(why));
+		attempt_failed(e, a, why, "failed");
+		goto gone;
+	}
+
+	/* exit 0: hand it to the commit thread */
+	job_set_cs(j, a->n, CS_COMMIT);
+	if (e->ncommitq == e->capcommitq) {
+		size_t cap = e->capcommitq ? e->capcommitq * 2 : 16;
+		void *p = realloc(e->commitq, cap * sizeof(*e->commitq));
+
+		if (!p) {
+			attempt_failed(e, a, "out of memory", "failed");
+			goto gone;
+		}
+		e->commitq = p;
+		e->capcommitq = cap;
+	}
+	e->commitq[e->ncommitq++] = a;
+	pthread_cond_signal(&e->commit_cond);
+	return;
+
+gone:
+	attempt_unlink(e, a);
+	attempt_free(e, a);
+	job_check_finished(e, j);
+}
+
+/*
+ * A job in RUN or SELECTED mode with nothing left to start or finish has
+ * ended its run: RUN returns to IDLE (the state reads done or failed),
+ * SELECTED to the mode it interrupted.
+ */
+static void job_check_finished(struct engine *e, struct job *j)
+{
+	struct db_txn *t;
+	uint32_t mode;
+
+	if (j->rec.mode == JOB_MODE_RUN) {
+		if (job_active(j) || job_pending(j) || j->nwait)
+			return;
+		mode = JOB_MODE_IDLE;
+	} else if (j->rec.mode == JOB_MODE_SELECTED) {
+		if (job_active(j) || j->nqueued)
+			return;
+		mode = j->rec.after_selected;
+	} else {
+		return;
+	}
+	j->rec.mode = mode;
+	if (db_begin(e->db, 1, &t) == 0) {
+		if (job_put_rec(e, t, j) == 0)
+			db_commit(t);
+		else
+			db_abort(t);
+	}
+	job_unmap_input(j);
+	job_event(j, 0, j->nfailed ? "run-failed" : "run-done", NULL);
+	job_bump(j);
+}
+
+/* ------------------------------------------------------------------ */
+/* the commit thread */
+
+static void commit_batch(struct engine *e, struct attempt **batch, size_t n,
+			 uint8_t (*dead)[SHA_LEN], size_t ndead)
+{
+	struct db_txn *t = NULL;
+	int rc;
+
+	/* Steps 1-2 of the protocol, outside the lock: the slow part. */
+	for (size_t i = 0; i < n; i++) {
+		struct attempt *a = batch[i];
+		const char *name;
+		int dirfd, fd;
+
+		pick_output(e, a, &dirfd, &name, &fd);
+		a->out_fd = fd;
+		rc = objstore_publish(&e->os, fd, dirfd, name, a->obj,
+				      &a->obj_size);
+		a->commit_rc = rc;
+		if (rc)
+			snprintf(a->commit_err, sizeof(a->commit_err),
+				 "cannot store output: %s", strerror(-rc));
+		else
+			a->out_name[0] = '\0'; /* renamed away */
+	}
+
+	pthread_mutex_lock(&e->lock);
+	/* Step 3: one transaction for the whole batch. */
+	rc = db_begin(e->db, 1, &t);
+	for (size_t i = 0; !rc && i < n; i++) {
+		struct attempt *a = batch[i];
+		struct chunk_rec r;
+
+		if (a->commit_rc)
+			continue;
+		rc = db_chunk_get(t, a->job->id, a->n, &r, NULL);
+		if (rc)
+			break;
+		r.state = CHUNK_DONE;
+		r.flags = 0;
+		r.attempts++;
+		r.last_code = 0;
+		memcpy(r.obj, a->obj, SHA_LEN);
+		r.obj_size = a->obj_size;
+		r.duration_ms = (uint32_t)((mono_now() - a->started_mono) *
+					   1000);
+		r.done_ms = wall_ms();
+		rc = db_obj_ref(t, a->obj, a->obj_size, +1, NULL);
+		if (!rc)
+			rc = db_chunk_put(t, a->job->id, a->n, &r, "");
+	}
+	if (!rc && t)
+		rc = db_commit(t);
+	else
+		db_abort(t);
+	t = NULL;
+
+	/* Step 4: visible. */
+	for (size_t i = 0; i < n; i++) {
+		struct attempt *a = batch[i];
+		struct job *j = a->job;
+
+		if (!a->commit_rc && rc) {
+			a->commit_rc = rc;
+			snprintf(a->commit_err, sizeof(a->commit_err),
+				 "cannot commit: %s", strerror(-rc));
+		}
+		if (a->commit_rc) {
+			snprintf(j->last_error, sizeof(j->last_error),
+				 "chunk %" PRIu32 ": %s", a->n, a->commit_err);
+			attempt_failed(e, a, a->commit_err, "failed");
+		} else {
+			job_set_cs(j, a->n, CS_DONE);
+			j->run_done++;
+			j->done_bytes += a->obj_size;
+			attempt_event(j, a, "done", NULL, -1);
+		}
+		attempt_unlink(e, a);
+		attempt_free(e, a);
+		job_check_finished(e, j);
+	}
+
+	/* Dead objects: unlink those whose record is gone (I3). */
+	if (ndead && db_begin(e->db, 0, &t) == 0) {
+		for (size_t i = 0; i < ndead; i++) {
+			struct obj_rec r;
+
+			if (db_obj_get(t, dead[i], &r) == -ENOENT)
+				objstore_unlink_obj(&e->os, dead[i]);
+		}
+		db_abort(t);
+	}
+	pthread_cond_broadcast(&e->idle);
+	pthread_mutex_unlock(&e->lock);
+	engine_wake(e);
+}
+
+static void *commit_main(void *arg)
+{
+	struct engine *e = arg;
+
+	pthread_mutex_lock(&e->lock);
+	for (;;) {
+		struct attempt **batch;
+		uint8_t (*dead)[SHA_LEN];
+		size_t n, ndead;
+
+		while (!e->ncommitq && !e->ndead && !e->stop_commit)
+			pthread_cond_wait(&e->commit_cond, &e->lock);
+		if (!e->ncommitq && !e->ndead && e->stop_commit)
+			break;
+		batch = e->commitq;
+		n = e->ncommitq;
+		dead = e->dead;
+		ndead = e->ndead;
+		e->commitq = NULL;
+		e->ncommitq = e->capcommitq = 0;
+		e->dead = NULL;
+		e->ndead = e->capdead = 0;
+		pthread_mutex_unlock(&e->lock);
+		commit_batch(e, batch, n, dead, ndead);
+		free(batch);
+		free(dead);
+		pthread_mutex_lock(&e->lock);
+	}
+	pthread_mutex_unlock(&e->lock);
+	return NULL;
+}
+
+/* ------------------------------------------------------------------ */
+/* the scheduler */
+
+/* The job that should start its next chunk: highest priority first, then
+ * the one with the fewest running chunks, so jobs share the slots. */
+static struct job *pick_job(struct engine *e, uint32_t *chunk)
+{
+	struct job *best = NULL;
+	uint32_t best_n = 0;
+
+	for (size_t i = 0; i < e->njobs; i++) {
+		struct job *j = e->jobs[i];
+		uint32_t n = 0;
+
+		if (!j->has_spec || j->nrunning >= j->spec.parallel)
+			continue;
+		if (j->rec.mode == JOB_MODE_RUN) {
+			if (!job_pending(j))
+				continue;
+		} else if (j->rec.mode != JOB_MODE_SELECTED || !j->nqueued) {
+			continue;
+		}
+		if (best && (j->spec.priority < best->spec.priority ||
+			     (j->spec.priority == best->spec.priority &&
+			      j->nrunning >= best->nrunning)))
+			continue;
+		/* find its next runnable chunk, from where we left off */
+		for (uint32_t k = 0; k < j->nchunks; k++) {
+			uint32_t c = (j->scan + k) % j->nchunks + 1;
+
+			if (job_runnable(j, c)) {
+				n = c;
+				break;
+			}
+		}
+		if (!n)
+			continue;
+		best = j;
+		best_n = n;
+	}
+	*chunk = best_n;
+	return best;
+}
+
+static void schedule(struct engine *e)
+{
+	while (!e->stopping && e->nrunning < e->o.max_running) {
+		uint32_t n;
+		struct job *j = pick_job(e, &n);
+		int rc;
+
+		if (!j)
+			break;
+		rc = attempt_start(e, j, n);
+		if (rc) {
+			/* Could not even start: count it, so a store that
+			 * keeps failing cannot spin forever. */
+			struct attempt fake = { .job = j, .n = n };
+
+			fake.res.exec_errno = -rc;
+			snprintf(j->last_error, sizeof(j->last_error),
+				 "cannot start chunk %" PRIu32 ": %s", n,
+				 strerror(-rc));
+			fake.ended = 1;
+			fake.started_mono = mono_now();
+			attempt_failed(e, &fake, j->last_error, "failed");
+			job_check_finished(e, j);
+			continue;
+		}
+		j->scan = n % j->nchunks;
+	}
+}
+
+static void expire_waits(struct engine *e, double now, double *next)
+{
+	for (size_t i = 0; i < e->njobs; i++) {
+		struct job *j = e->jobs[i];
+
+		for (size_t k = 0; k < j->nwaits;) {
+			if (j->waits[k].when <= now) {
+				uint32_t n = j->waits[k].n;
+
+				j->waits[k] = j->waits[--j->nwaits];
+				job_set_cs(j, n, CS_PENDING);
+				continue;
+			}
+			if (*next == 0 || j->waits[k].when < *next)
+				*next = j->waits[k].when;
+			k++;
+		}
+	}
+}
+
+static void *sched_main(void *arg)
+{
+	struct engine *e = arg;
+	struct pollfd *pfd = NULL;
+	struct attempt **who = NULL;
+	size_t cap = 0;
+
+	pthread_mutex_lock(&e->lock);
+	for (;;) {
+		double now = mono_now(), next = 0;
+		size_t n = 0, count = 1;
+		int timeout;
+
+		expire_waits(e, now, &next);
+		schedule(e);
+
+		/* timeouts and the shutdown deadline */
+		for (struct attempt *a = e->attempts; a; a = a->next) {
+			if (a->ended)
+				continue;
+			if (a->kill == KILL_NONE && a->deadline_mono > 0) {
+				if (a->deadline_mono <= now) {
+					a->kill = KILL_TIMEOUT;
+					exec_kill(e->ex, a->ex);
+				} else if (!next || a->deadline_mono < next) {
+					next = a->deadline_mono;
+				}
+			}
+			if (e->stopping && a->kill == KILL_NONE) {
+				if (now >= e->stop_deadline) {
+					a->kill = KILL_SHUTDOWN;
+					exec_kill(e->ex, a->ex);
+				} else if (!next || e->stop_deadline < next) {
+					next = e->stop_deadline;
+				}
+			}
+			count += 3;
+		}
+		if (e->stopping && !e->attempts)
+			break;
+
+		if (count > cap) {
+			size_t nc = count * 2;
+			void *p1 = realloc(pfd, nc * sizeof(*pfd));
+			void *p2 = p1 ? realloc(who, nc * sizeof(*who)) : NULL;
+
+			if (p1)
+				pfd = p1;
+			if (p2)
+				who = p2;
+			if (!p1 || !p2) {
+				pthread_mutex_unlock(&e->lock);
+				usleep(10000);
+				pthread_mutex_lock(&e->lock);
+				continue;
+			}
+			cap = nc;
+		}
+		pfd[n].fd = e->wake[0];
+		pfd[n].events = POLLIN;
+		who[n++] = NULL;
+		for (struct attempt *a = e->attempts; a; a = a->next) {
+			if (a->ended)
+				continue;
+			pfd[n].fd = exec_fd(e->ex, a->ex);
+			pfd[n].events = POLLIN;
+			who[n++] = a;
+			if (a->err_fd >= 0) {
+				pfd[n].fd = a->err_fd;
+				pfd[n].events = POLLIN;
+				who[n++] = a;
+			}
+			if (a->in_fd >= 0) {
+				pfd[n].fd = a->in_fd;
+				pfd[n].events = POLLOUT;
+				who[n++] = a;
+			}
+		}
+		timeout = -1;
+		if (next > 0) {
+			double ms = (next - now) * 1000 + 1;
+
+			timeout = ms < 0 ? 0 : ms > 60000 ? 60000 : (int)ms;
+		}
+		pthread_mutex_unlock(&e->lock);
+		poll(pfd, n, timeout);
+		pthread_mutex_lock(&e->lock);
+
+		if (pfd[0].revents) {
+			char buf[256];
+
+			while (read(e->wake[0], buf, sizeof(buf)) > 0) {
+				/* nothing to do */
+			}
+		}
+		/* I/O first, exits after, so that the last stderr bytes
+		 * are read before the attempt is judged. */
+		for (size_t i = 1; i < n; i++) {
+			struct attempt *a = who[i];
+
+			if (!pfd[i].revents || a->ended)
+				continue;
+			if (pfd[i].fd == a->in_fd)
+				feed_stdin(a);
+			else if (pfd[i].fd == a->err_fd)
+				drain_stderr(a);
+		}
+		for (size_t i = 1; i < n; i++) {
+			struct attempt *a = who[i];
+
+			if (!pfd[i].revents || a->ended ||
+			    pfd[i].events != POLLIN ||
+			    pfd[i].fd != exec_fd(e->ex, a->ex))
+				continue;
+			if (exec_reap(e->ex, a->ex, &a->res) == 0) {
+				a->ended = 1;
+				attempt_ended(e, a);
+			}
+		}
+	}
+	pthread_mutex_unlock(&e->lock);
+	free(pfd);
+	free(who);
+	return NULL;
+}
+
+int engine_start(struct engine *e)
+{
+	int rc;
+
+	pthread_mutex_lock(&e->lock);
+	for (size_t i = 0; i < e->njobs; i++) {
+		struct job *j = e->jobs[i];
+
+		if (e->o.no_resume && (j->rec.mode == JOB_MODE_RUN ||
+				       j->rec.mode == JOB_MODE_SELECTED)) {
+			struct db_txn *t;
+
+			j->rec.mode = JOB_MODE_STOP;
+			if (db_begin(e->db, 1, &t) == 0) {
+				if (job_put_rec(e, t, j) == 0)
+					db_commit(t);
+				else
+					db_abort(t);
+			}
+			job_event(j, 0, "not-resumed", "not resumed at mount "
+				  "(--no-resume)");
+		} else if (j->rec.mode == JOB_MODE_RUN ||
+			   j->rec.mode == JOB_MODE_SELECTED) {
+			job_event(j, 0, "resumed", NULL);
+		}
+	}
+	pthread_mutex_unlock(&e->lock);
+
+	rc = pthread_create(&e->commit_thread, NULL, commit_main, e);
+	if (rc)
+		return -rc;
+	rc = pthread_create(&e->sched_thread, NULL, sched_main, e);
+	if (rc) {
+		pthread_mutex_lock(&e->lock);
+		e->stop_commit = 1;
+		pthread_cond_signal(&e->commit_cond);
+		pthread_mutex_unlock(&e->lock);
+		pthread_join(e->commit_thread, NULL);
+		return -rc;
+	}
+	e->started = 1;
+	return 0;
+}
+
+void engine_shutdown(struct engine *e)
+{
+	if (!e || !e->started || e->shut)
+		return;
+	pthread_mutex_lock(&e->lock);
+	e->stopping = 1;
+	e->stop_deadline = mono_now() + e->o.grace;
+	pthread_mutex_unlock(&e->lock);
+	engine_wake(e);
+	pthread_join(e->sched_thread, NULL);
+
+	pthread_mutex_lock(&e->lock);
+	e->stop_commit = 1;
+	pthread_cond_signal(&e->commit_cond);
+	pthread_mutex_unlock(&e->lock);
+	pthread_join(e->commit_thread, NULL);
+	e->shut = 1;
+}
+
+void engine_close(struct engine *e)
+{
+	if (!e)
+		return;
+	engine_shutdown(e);
+	for (size_t i = 0; i < e->njobs; i++)
+		job_free(e->jobs[i]);
+	free(e->jobs);
+	free(e->commitq);
+	free(e->dead);
+	db_close(e->db);
+	objstore_close(&e->os);
+	if (e->wake[0] >= 0)
+		close(e->wake[0]);
+	if (e->wake[1] >= 0)
+		close(e->wake[1]);
+	pthread_mutex_destroy(&e->lock);
+	pthread_cond_destroy(&e->idle);
+	pthread_cond_destroy(&e->commit_cond);
+	free(e);
+}

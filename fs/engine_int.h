@@ -1,0 +1,200 @@
+/*
+ * engine_int.h - the engine's internal structures, shared by engine.c (the
+ * scheduler, attempts and commits), plan.c (spec, input and re-planning)
+ * and render.c (status, status.json, manifest.json, events).
+ *
+ * Locking: one mutex, e->lock, guards every field below that is not marked
+ * otherwise. An LMDB write transaction is only ever opened with e->lock
+ * held, so the lock order is always e->lock -> LMDB's writer lock.
+ */
+#ifndef JOBFS_ENGINE_INT_H
+#define JOBFS_ENGINE_INT_H
+
+#include <pthread.h>
+#include <stdint.h>
+
+#include "db.h"
+#include "engine.h"
+#include "exec.h"
+#include "objects.h"
+#include "spec.h"
+
+/*
+ * In-memory chunk state, one byte per chunk. The durable state (db.h's
+ * chunk_state) knows only pending, done and failed: a running chunk is
+ * pending on disk, so a crash sends it back to pending without spending an
+ * attempt.
+ *
+ *            start            exit 0           commit
+ *   PENDING ------> RUNNING ---------> COMMIT --------> DONE
+ *      ^  ^            |  |                |
+ *      |  | backoff    |  | fail, budget   | store error
+ *      |  +-- WAIT <---+  | left           v
+ *      |                  | fail, none   (WAIT or FAILED)
+ *      |                  v   left
+ *      +--- resume --- FAILED
+ *
+ * cancel / shutdown: RUNNING -> PENDING (no attempt spent).
+ * rm, retry N, verify mismatch: DONE -> PENDING.
+ */
+enum cs {
+	CS_PENDING = 0,
+	CS_DONE,
+	CS_FAILED,
+	CS_RUNNING,
+	CS_WAIT,      /* failed, waiting out its backoff */
+	CS_COMMIT,    /* exited 0, output being made durable */
+};
+#define CS_MASK 0x0f
+#define CS_QUEUED 0x80   /* selected by retry / retry-failed / rm */
+#define CS_LOG 0x40      /* has a stderr log */
+
+enum kill_reason {
+	KILL_NONE = 0,
+	KILL_TIMEOUT,
+	KILL_CANCEL,
+	KILL_SHUTDOWN,
+	KILL_OUTPUT,      /* output cap */
+};
+
+struct job;
+
+struct attempt {
+	struct attempt *next;        /* in e->attempts */
+	struct job *job;
+	uint32_t n;                  /* chunk number, from 1 */
+	uint32_t number;             /* JOBFS_ATTEMPT */
+	struct exec_attempt *ex;
+	int ended;                   /* reaped */
+	int in_fd;                   /* our end of the worker's stdin */
+	uint64_t in_off, in_end;
+	int err_fd;                  /* our end of the worker's stderr */
+	int log_fd;
+	uint64_t log_len, log_dropped;
+	char *tail;                  /* ring of the last LOG_TAIL bytes */
+	size_t tail_len, tail_pos;
+	int out_fd;                  /* stdout temp file */
+	char out_name[96];
+	char scratch[96];            /* name under scratch/ */
+	int64_t started_ms;
+	double started_mono, deadline_mono;
+	enum kill_reason kill;
+	struct exec_result res;
+	/* set by the committer */
+	int commit_rc;
+	char commit_err[160];
+	uint8_t obj[SHA_LEN];
+	uint64_t obj_size;
+};
+
+struct job {
+	char name[65];
+	uint64_t id;
+	struct job_rec rec;          /* as last committed */
+	char *spec_text;             /* NULL if none */
+	size_t spec_len;
+	struct spec spec;            /* parsed spec_text */
+	int has_spec;
+
+	uint32_t nchunks;
+	uint8_t *cs;                 /* nchunks bytes, enum cs | flags */
+	uint32_t ndone, nfailed, nrunning, ncommit, nwait, nqueued;
+	uint32_t nreused;            /* done chunks that were reused */
+	uint32_t scan;               /* where the scheduler looks next */
+
+	struct wait { uint32_t n; double when; } *waits;
+	size_t nwaits, capwaits;
+
+	int busy_writers;            /* open input write handles */
+	int verifying;               /* a verify runs without the lock */
+	uint64_t version;            /* bumped on every visible change */
+
+	/* this run, for rate and ETA */
+	double run_mono;             /* monotonic start of the run */
+	uint32_t run_done;           /* chunks done in this run */
+	uint64_t done_bytes;
+
+	char last_reject[320];       /* last rejected spec, verb or write */
+	int64_t last_reject_ms;
+	char last_error[320];        /* last store error */
+
+	int events_fd;
+	uint64_t events_len;
+
+	void *input_map;             /* while chunks run */
+	size_t input_map_len;
+
+	/* manifest cache */
+	char *manifest;
+	size_t manifest_len;
+	uint64_t manifest_version;
+
+	int deleted;
+};
+
+struct engine {
+	pthread_mutex_t lock;
+	pthread_cond_t idle;          /* signalled when attempts end */
+	struct engine_opts o;
+	struct objstore os;
+	struct db *db;
+	struct executor *ex;
+
+	struct job **jobs;
+	size_t njobs, capjobs;
+
+	struct attempt *attempts;     /* running or committing */
+	unsigned nrunning;            /* global, running workers */
+
+	/* the commit queue, for the commit thread */
+	struct attempt **commitq;
+	size_t ncommitq, capcommitq;
+	uint8_t (*dead)[SHA_LEN];     /* objects that may have no refs left */
+	size_t ndead, capdead;
+	pthread_cond_t commit_cond;
+
+	int wake[2];                  /* self-pipe for the scheduler */
+	pthread_t sched_thread, commit_thread;
+	int started, stopping, stop_commit, shut;
+	double stop_deadline;
+};
+
+/* engine.c */
+double mono_now(void);
+int64_t wall_ms(void);
+struct job *job_find(struct engine *e, const char *name);
+void job_set_cs(struct job *j, uint32_t n, int state);
+void job_bump(struct job *j);
+int job_active(const struct job *j);
+int job_busy(const struct job *j);
+void job_reject(struct job *j, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+void job_event(struct job *j, uint32_t n, const char *event,
+	       const char *fmt, ...);
+void job_event_plan(struct job *j, uint32_t chunks, uint32_t reused,
+		    uint32_t fresh, uint32_t changed);
+void job_clear_waits(struct job *j);
+void engine_wake(struct engine *e);
+void engine_mark_dead(struct engine *e, const uint8_t sha[SHA_LEN]);
+int job_put_rec(struct engine *e, struct db_txn *t, struct job *j);
+void job_unmap_input(struct job *j);
+unsigned job_width(const struct job *j);
+const char *job_state_name(const struct job *j);
+int job_runnable(const struct job *j, uint32_t n);
+
+/* plan.c */
+int plan_job(struct engine *e, struct job *j, const char *new_spec,
+	     size_t new_spec_len, const struct spec *new_parsed,
+	     const uint8_t *input, size_t input_len,
+	     const uint8_t input_sha[SHA_LEN], int has_input);
+int job_input_name(const struct job *j, char *buf, size_t len);
+
+/* render.c */
+int render_status(struct engine *e, struct job *j, char **buf, size_t *len);
+int render_status_json(struct engine *e, struct job *j, char **buf,
+		       size_t *len);
+int render_manifest(struct engine *e, struct job *j, char **buf,
+		    size_t *len);
+void iso_time(int64_t ms, char *buf, size_t len);
+
+#endif

@@ -1,0 +1,436 @@
+/*
+ * main.c - jobfs: options, the store lock, daemon start-up and shutdown.
+ *
+ * Start-up, in order, and why:
+ *   1. parse options (fuse_opt for ours, fuse_parse_cmdline for FUSE's);
+ *   2. check the mountpoint, clearing a dead mount a crashed daemon left;
+ *   3. fork into the background (unless -f), keeping a pipe back to the
+ *      parent so that every later error is still printed on the terminal
+ *      and sets the exit code;
+ *   4. lock the store (flock: a dead daemon's lock vanishes with it);
+ *   5. start the executor's watchdog before any thread or LMDB descriptor
+ *      exists, so it inherits nothing;
+ *   6. open the engine (LMDB, recovery), mount, start the engine, tell
+ *      the parent, serve.
+ * Shutdown (SIGTERM, SIGINT, SIGHUP, or an unmount) leaves the FUSE loop;
+ * the mount goes first, then the engine gives running chunks their grace
+ * period and persists everything, and the daemon exits 0.
+ */
+#define FUSE_USE_VERSION 314
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <fuse.h>
+#include <fuse_lowlevel.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "engine.h"
+#include "exec.h"
+#include "fsops.h"
+
+#ifndef JOBFS_VERSION
+#define JOBFS_VERSION "0"
+#endif
+
+struct options {
+	char *store;
+	unsigned max_running;
+	double grace;
+	int no_resume;
+	unsigned long long max_input;
+	unsigned max_chunks;
+	unsigned max_jobs;
+	int help, version;
+};
+
+#define OPT(t, p) { t, offsetof(struct options, p), 1 }
+static const struct fuse_opt option_spec[] = {
+	OPT("--store=%s", store),
+	OPT("--store %s", store),
+	OPT("--max-running=%u", max_running),
+	OPT("--max-running %u", max_running),
+	OPT("--grace=%lf", grace),
+	OPT("--grace %lf", grace),
+	OPT("--no-resume", no_resume),
+	OPT("--max-input=%llu", max_input),
+	OPT("--max-chunks=%u", max_chunks),
+	OPT("--max-jobs=%u", max_jobs),
+	OPT("-h", help),
+	OPT("--help", help),
+	OPT("-V", version),
+	OPT("--version", version),
+	FUSE_OPT_END
+};
+
+static void usage(const char *prog)
+{
+	printf("usage: %s [options] MOUNTPOINT\n\n"
+"jobfs makes each long, chunked batch job a directory: write a spec and an\n"
+"input, echo resume > control, and every chunk that finishes is kept, even\n"
+"across crashes.\n\n"
+"options:\n"
+"    --store DIR          where jobs live (default $XDG_STATE_HOME/jobfs,\n"
+"                         else ~/.local/state/jobfs)\n"
+"    --max-running N      chunks running at once over all jobs (default:\n"
+"                         the number of CPUs)\n"
+"    --grace SECONDS      at shutdown, how long running chunks may take to\n"
+"                         finish before they are killed (default 10)\n"
+"    --no-resume          do not resume jobs that were running\n"
+"    --max-input=BYTES    largest input per job (default 4294967296)\n"
+"    --max-chunks=N       most chunks per job (default 1000000)\n"
+"    --max-jobs=N         most jobs (default 10000)\n"
+"    -f                   stay in the foreground\n"
+"    -d                   FUSE debug output (implies -f)\n"
+"    -s                   single-threaded FUSE loop\n"
+"    -o opt,[opt...]      FUSE mount options\n"
+"    -h, --help           this text\n"
+"    -V, --version        the version\n", prog);
+}
+
+/* ---- the parent's pipe: errors reach the terminal after the fork ---- */
+
+static int report_fd = -1;
+
+static void die(const char *fmt, ...) __attribute__((format(printf, 1, 2),
+						     noreturn));
+
+static void die(const char *fmt, ...)
+{
+	char msg[2048];
+	va_list ap;
+	int n;
+
+	va_start(ap, fmt);
+	n = vsnprintf(msg, sizeof(msg) - 1, fmt, ap);
+	va_end(ap);
+	if (n < 0)
+		n = 0;
+	if (n > (int)sizeof(msg) - 2)
+		n = (int)sizeof(msg) - 2;
+	msg[n++] = '\n';
+	if (report_fd >= 0) {
+		if (write(report_fd, msg, (size_t)n) < 0) {
+			/* nothing to do */
+		}
+	} else {
+		fprintf(stderr, "jobfs: %.*s", n, msg);
+	}
+	_exit(1);
+}
+
+/* Fork; the parent waits for "ok" or an error line and exits with it. */
+static void daemonize(void)
+{
+	int p[2];
+	pid_t pid;
+
+	if (pipe2(p, O_CLOEXEC) < 0) {
+		perror("jobfs: pipe");
+		exit(1);
+	}
+	pid = fork();
+	if (pid < 0) {
+		perror("jobfs: fork");
+		exit(1);
+	}
+	if (pid > 0) {
+		char buf[2048];
+		ssize_t n, got = 0;
+
+		close(p[1]);
+		while ((n = read(p[0], buf + got, sizeof(buf) - 1 -
+				 (size_t)got)) > 0)
+			got += n;
+		buf[got] = '\0';
+		if (got >= 3 && !strncmp(buf, "ok\n", 3))
+			exit(0);
+		if (got == 0)
+			fprintf(stderr, "jobfs: the daemon died while "
+				"starting\n");
+		else
+			fprintf(stderr, "jobfs: %s", buf);
+		exit(1);
+	}
+	close(p[0]);
+	report_fd = p[1];
+	setsid();
+}
+
+static void report_ok(void)
+{
+	int null;
+
+	if (report_fd < 0)
+		return;
+	if (write(report_fd, "ok\n", 3) < 0) {
+		/* nothing to do */
+	}
+	close(report_fd);
+	report_fd = -1;
+	null = open("/dev/null", O_RDWR);
+	if (null >= 0) {
+		dup2(null, 0);
+		dup2(null, 1);
+		dup2(null, 2);
+		if (null > 2)
+			close(null);
+	}
+}
+
+/* ---- the store and the mountpoint ---- */
+
+static int mkdir_p(const char *path, mode_t mode)
+{
+	char buf[PATH_MAX];
+	size_t len = strlen(path);
+
+	if (len >= sizeof(buf))
+		return -ENAMETOOLONG;
+	memcpy(buf, path, len + 1);
+	for (char *p = buf + 1; *p; p++) {
+		if (*p != '/')
+			continue;
+		*p = '\0';
+		if (mkdir(buf, 0700) < 0 && errno != EEXIST)
+			return -errno;
+		*p = '/';
+	}
+	if (mkdir(buf, mode) < 0 && errno != EEXIST)
+		return -errno;
+	return 0;
+}
+
+static char *default_store(void)
+{
+	const char *xdg = getenv("XDG_STATE_HOME"), *home = getenv("HOME");
+	char *s = NULL;
+
+	if (xdg && xdg[0] == '/') {
+		if (asprintf(&s, "%s/jobfs", xdg) < 0)
+			s = NULL;
+	} else if (home && home[0]) {
+		if (asprintf(&s, "%s/.local/state/jobfs", home) < 0)
+			s = NULL;
+	}
+	return s;
+}
+
+/* Take the store's lock; on failure name the daemon that holds it. */
+static int lock_store(const char *store, const char *mountpoint)
+{
+	char path[PATH_MAX], buf[PATH_MAX + 64];
+	int fd;
+
+	snprintf(path, sizeof(path), "%s/lock", store);
+	fd = open(path, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+	if (fd < 0)
+		die("cannot open %s: %s", path, strerror(errno));
+	if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+		ssize_t n;
+
+		if (errno != EWOULDBLOCK)
+			die("cannot lock %s: %s", path, strerror(errno));
+		n = pread(fd, buf, sizeof(buf) - 1, 0);
+		buf[n > 0 ? n : 0] = '\0';
+		buf[strcspn(buf, "\n")] = ' ';
+		buf[strcspn(buf, "\n")] = '\0';
+		die("store %s is in use by another jobfs (pid and mountpoint: "
+		    "%s); unmount that one first, or use --store", store,
+		    buf[0] ? buf : "unknown");
+	}
+	/* The lock is the flock, held until this process exits, however it
+	 * exits: what the file says is only for the message above. */
+	if (ftruncate(fd, 0) == 0) {
+		int n = snprintf(buf, sizeof(buf), "%ld\n%s\n",
+				 (long)getpid(), mountpoint);
+
+		if (pwrite(fd, buf, (size_t)n, 0) < 0) {
+			/* nothing to do */
+		}
+	}
+	return fd;
+}
+
+/* A dead FUSE mount answers ENOTCONN. Try to clear it; if that fails, say
+ * exactly what to run. */
+static void check_mountpoint(const char *mp)
+{
+	struct stat st;
+
+	if (stat(mp, &st) == 0) {
+		if (!S_ISDIR(st.st_mode))
+			die("mountpoint %s is not a directory", mp);
+		return;
+	}
+	if (errno == ENOTCONN) {
+		pid_t pid = fork();
+		int status = 1;
+
+		if (pid == 0) {
+			int null = open("/dev/null", O_WRONLY);
+
+			if (null >= 0) {
+				dup2(null, 1);
+				dup2(null, 2);
+			}
+			execlp("fusermount3", "fusermount3", "-uz", mp,
+			       (char *)NULL);
+			_exit(127);
+		}
+		if (pid > 0)
+			waitpid(pid, &status, 0);
+		if (stat(mp, &st) == 0 && S_ISDIR(st.st_mode)) {
+			fprintf(stderr, "jobfs: cleared the dead mount a "
+				"crashed jobfs left on %s\n", mp);
+			return;
+		}
+		die("%s is a dead FUSE mount (Transport endpoint is not "
+		    "connected) and could not be cleared; run: "
+		    "fusermount3 -uz %s", mp, mp);
+	}
+	die("mountpoint %s: %s", mp, strerror(errno));
+}
+
+int main(int argc, char *argv[])
+{
+	struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
+	struct fuse_cmdline_opts fo;
+	struct fuse_loop_config *lc = NULL;
+	struct options o = { 0 };
+	struct engine_opts eo = { 0 };
+	struct executor *ex = NULL;
+	struct engine *e = NULL;
+	struct fuse *fuse;
+	char err[1024] = "", *store, *mp;
+	long cpus;
+	int rc;
+
+	o.grace = 10;
+	o.max_input = 4ULL << 30;
+	o.max_chunks = 1000000;
+	o.max_jobs = 10000;
+	if (fuse_opt_parse(&args, &o, option_spec, NULL) < 0)
+		return 2;
+	if (o.help) {
+		usage(argv[0]);
+		return 0;
+	}
+	if (o.version) {
+		printf("jobfs %s (libfuse %d)\n", JOBFS_VERSION,
+		       fuse_version());
+		return 0;
+	}
+	if (fuse_parse_cmdline(&args, &fo) != 0)
+		return 2;
+	if (fo.show_help || fo.show_version) {
+		usage(argv[0]);
+		return 0;
+	}
+	if (!fo.mountpoint) {
+		fprintf(stderr, "jobfs: no mountpoint given (try --help)\n");
+		return 2;
+	}
+	mp = fo.mountpoint; /* fuse_parse_cmdline made it absolute */
+	store = o.store ? o.store : default_store();
+	if (!store) {
+		fprintf(stderr, "jobfs: no store: set HOME or XDG_STATE_HOME, "
+			"or give --store DIR\n");
+		return 2;
+	}
+	rc = mkdir_p(store, 0700);
+	if (rc) {
+		fprintf(stderr, "jobfs: cannot create store %s: %s\n", store,
+			strerror(-rc));
+		return 1;
+	}
+	{
+		char *abs = realpath(store, NULL);
+
+		if (!abs) {
+			fprintf(stderr, "jobfs: store %s: %s\n", store,
+				strerror(errno));
+			return 1;
+		}
+		store = abs;
+	}
+	cpus = sysconf(_SC_NPROCESSORS_ONLN);
+	if (!o.max_running)
+		o.max_running = cpus > 0 ? (unsigned)cpus : 1;
+	if (o.grace < 0 || o.max_chunks < 1 || o.max_jobs < 1 ||
+	    o.max_input < 1) {
+		fprintf(stderr, "jobfs: --grace, --max-chunks, --max-jobs and "
+			"--max-input must be positive\n");
+		return 2;
+	}
+
+	check_mountpoint(mp);
+	signal(SIGPIPE, SIG_IGN);
+	if (!fo.foreground)
+		daemonize();
+
+	lock_store(store, mp);
+	rc = exec_local_open(&ex);
+	if (rc)
+		die("cannot start the worker watchdog: %s", strerror(-rc));
+
+	eo.store = store;
+	eo.max_running = o.max_running;
+	eo.grace = o.grace;
+	eo.no_resume = o.no_resume;
+	eo.max_input = o.max_input;
+	eo.max_chunks = o.max_chunks;
+	eo.max_jobs = o.max_jobs;
+	rc = engine_open(&eo, ex, &e, err, sizeof(err));
+	if (rc)
+		die("%s", err[0] ? err : strerror(-rc));
+
+	fuse_opt_add_arg(&args, "-osubtype=jobfs,fsname=jobfs");
+	fuse = fuse_new(&args, &jobfs_ops, sizeof(jobfs_ops), e);
+	if (!fuse)
+		die("cannot set up FUSE (bad -o option?)");
+	if (fuse_mount(fuse, mp) != 0)
+		die("cannot mount on %s (is /dev/fuse there, and fuse3 "
+		    "installed?)", mp);
+	if (fuse_set_signal_handlers(fuse_get_session(fuse)) != 0)
+		die("cannot install signal handlers");
+	rc = engine_start(e);
+	if (rc) {
+		fuse_unmount(fuse);
+		die("cannot start the engine: %s", strerror(-rc));
+	}
+	if (fo.foreground)
+		fprintf(stderr, "jobfs: serving %s on %s (store %s)\n", "jobs",
+			mp, store);
+	report_ok();
+
+	if (fo.singlethread) {
+		rc = fuse_loop(fuse);
+	} else {
+		lc = fuse_loop_cfg_create();
+		fuse_loop_cfg_set_clone_fd(lc, 0);
+		fuse_loop_cfg_set_max_threads(lc, 16);
+		rc = fuse_loop_mt(fuse, lc);
+		fuse_loop_cfg_destroy(lc);
+	}
+
+	fuse_remove_signal_handlers(fuse_get_session(fuse));
+	fuse_unmount(fuse);
+	engine_shutdown(e);
+	engine_close(e);
+	fuse_destroy(fuse);
+	exec_close(ex);
+	fuse_opt_free_args(&args);
+	free(fo.mountpoint);
+	free(store);
+	return rc < 0 ? 1 : 0;
+}

@@ -1,0 +1,450 @@
+/*
+ * plan.c - a job's plan: its spec, its input, and the chunks cut from them.
+ *
+ * Whenever the spec or the input changes, the job is cut again and every
+ * new chunk gets an identity:
+ *
+ *     identity = SHA-256(text SHA-256 || command id || params)
+ *
+ * (each part length-prefixed). A new chunk whose identity matches a done
+ * chunk of the old plan takes over its output without running: editing one
+ * paragraph of a chapter re-renders that paragraph only. The whole
+ * replacement is one LMDB transaction, so a crash leaves either the old
+ * plan or the new one.
+ *
+ * Input bytes live in STORE/inputs/ID-SHA (named by content, so that the
+ * file a committed plan refers to is never overwritten): a new input is
+ * written to a temp file, fsynced, renamed to its name and the directory
+ * fsynced before the transaction that refers to it commits.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "chunker.h"
+#include "engine_int.h"
+
+int job_input_name(const struct job *j, char *buf, size_t len)
+{
+	char hex[SHA_HEX_LEN + 1];
+
+	sha_hex(j->rec.input_sha, hex);
+	return snprintf(buf, len, "%" PRIu64 "-%s", j->id, hex);
+}
+
+/* Map the job's committed input read-only; an empty input maps to
+ * NULL with length 0. */
+static int job_map_input_ro(struct engine *e, struct job *j, void **out,
+			    size_t *len)
+{
+	char name[128];
+	struct stat st;
+	int fd, rc = 0;
+
+	*out = NULL;
+	*len = 0;
+	job_input_name(j, name, sizeof(name));
+	fd = openat(e->os.inputs, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	if (fstat(fd, &st) < 0) {
+		rc = -errno;
+	} else if (st.st_size > 0) {
+		void *p = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_SHARED,
+			       fd, 0);
+
+		if (p == MAP_FAILED) {
+			rc = -errno;
+		} else {
+			*out = p;
+			*len = (size_t)st.st_size;
+		}
+	}
+	close(fd);
+	return rc;
+}
+
+static void identity(const uint8_t text_sha[SHA_LEN], const char *cmd,
+		     const char *params, uint8_t out[SHA_LEN])
+{
+	struct sha_ctx *c = sha_new();
+	uint64_t l;
+
+	if (!c) {
+		memset(out, 0, SHA_LEN); /* matches nothing real */
+		return;
+	}
+	sha_update(c, "jobfs-chunk-1", 13);
+	sha_update(c, text_sha, SHA_LEN);
+	l = strlen(cmd);
+	sha_update(c, &l, sizeof(l));
+	sha_update(c, cmd, l);
+	l = strlen(params);
+	sha_update(c, &l, sizeof(l));
+	sha_update(c, params, l);
+	sha_final(c, out);
+}
+
+/* What the old plan had done, for reuse: an open-addressing table keyed by
+ * identity, and one keyed by text alone (to tell "command changed" from
+ * "new text"). */
+struct old_done {
+	uint8_t ident[SHA_LEN];
+	uint8_t text[SHA_LEN];
+	uint8_t obj[SHA_LEN];
+	uint64_t size;
+	uint32_t duration_ms;
+	int used;
+};
+
+struct old_map {
+	struct old_done *slots;
+	size_t cap, n;
+	uint32_t *by_text;   /* indexes+1 into slots, keyed by text */
+};
+
+static size_t slot_of(const uint8_t *key, size_t cap)
+{
+	uint64_t h;
+
+	memcpy(&h, key, sizeof(h));
+	return (size_t)(h & (cap - 1));
+}
+
+static int old_map_init(struct old_map *m, size_t n)
+{
+	size_t cap = 16;
+
+	while (cap < n * 2)
+		cap *= 2;
+	m->slots = calloc(cap, sizeof(*m->slots));
+	m->by_text = calloc(cap, sizeof(*m->by_text));
+	m->cap = cap;
+	m->n = 0;
+	return m->slots && m->by_text ? 0 : -ENOMEM;
+}
+
+static void old_map_free(struct old_map *m)
+{
+	free(m->slots);
+	free(m->by_text);
+}
+
+static void old_map_add(struct old_map *m, const struct old_done *d)
+{
+	size_t i = slot_of(d->ident, m->cap);
+
+	while (m->slots[i].used) {
+		if (!memcmp(m->slots[i].ident, d->ident, SHA_LEN))
+			goto text; /* same identity: one entry is enough */
+		i = (i + 1) & (m->cap - 1);
+	}
+	m->slots[i] = *d;
+	m->slots[i].used = 1;
+	m->n++;
+text:;
+	size_t t = slot_of(d->text, m->cap);
+
+	while (m->by_text[t]) {
+		if (!memcmp(m->slots[m->by_text[t] - 1].text, d->text,
+			    SHA_LEN))
+			return;
+		t = (t + 1) & (m->cap - 1);
+	}
+	m->by_text[t] = (uint32_t)(i + 1);
+}
+
+static const struct old_done *old_map_get(const struct old_map *m,
+					  const uint8_t *ident)
+{
+	size_t i = slot_of(ident, m->cap);
+
+	while (m->slots[i].used) {
+		if (!memcmp(m->slots[i].ident, ident, SHA_LEN))
+			return &m->slots[i];
+		i = (i + 1) & (m->cap - 1);
+	}
+	return NULL;
+}
+
+static int old_map_has_text(const struct old_map *m, const uint8_t *text)
+{
+	size_t t = slot_of(text, m->cap);
+
+	while (m->by_text[t]) {
+		if (!memcmp(m->slots[m->by_text[t] - 1].text, text, SHA_LEN))
+			return 1;
+		t = (t + 1) & (m->cap - 1);
+	}
+	return 0;
+}
+
+struct release_list {
+	uint8_t (*sha)[SHA_LEN];
+	size_t n, cap;
+};
+
+static void release_add(struct release_list *l, const uint8_t *sha)
+{
+	if (l->n == l->cap) {
+		size_t cap = l->cap ? l->cap * 2 : 32;
+		void *p = realloc(l->sha, cap * SHA_LEN);
+
+		if (!p)
+			return; /* the startup sweep will find it */
+		l->sha = p;
+		l->cap = cap;
+	}
+	memcpy(l->sha[l->n++], sha, SHA_LEN);
+}
+
+struct collect_ctx {
+	struct db_txn *t;
+	struct old_map *map;
+	const char *cmd, *params;
+	struct release_list *rel;
+	int rc;
+};
+
+static int collect_old(void *arg, uint32_t n, const struct chunk_rec *r,
+		       const char *err, size_t errlen)
+{
+	struct collect_ctx *c = arg;
+	struct old_done d = { 0 };
+	uint64_t refs;
+	int rc;
+
+	(void)n;
+	(void)err;
+	(void)errlen;
+	if (r->state != CHUNK_DONE)
+		return 0;
+	if (c->map->slots && c->cmd) {
+		identity(r->text_sha, c->cmd, c->params, d.ident);
+		memcpy(d.text, r->text_sha, SHA_LEN);
+		memcpy(d.obj, r->obj, SHA_LEN);
+		d.size = r->obj_size;
+		d.duration_ms = r->duration_ms;
+		old_map_add(c->map, &d);
+	}
+	rc = db_obj_ref(c->t, r->obj, r->obj_size, -1, &refs);
+	if (rc)
+		return rc;
+	if (refs == 0)
+		release_add(c->rel, r->obj);
+	return 0;
+}
+
+struct cut_ctx {
+	struct engine *e;
+	struct job *j;
+	struct db_txn *t;
+	const uint8_t *input;
+	const struct old_map *map;
+	const char *cmd, *params;
+	uint32_t n, reused, fresh, changed;
+	uint32_t max;
+	uint8_t *cs;
+	int rc;
+};
+
+static int cut_one(void *arg, uint64_t start, uint64_t end)
+{
+	struct cut_ctx *c = arg;
+	struct chunk_rec r = { 0 };
+	uint8_t ident[SHA_LEN];
+	const struct old_done *d = NULL;
+	int rc;
+
+	if (c->n >= c->max)
+		return -E2BIG;
+	c->n++;
+	r.state = CHUNK_PENDING;
+	r.start = start;
+	r.end = end;
+	sha_buf(c->input + start, (size_t)(end - start), r.text_sha);
+	if (c->map->slots) {
+		identity(r.text_sha, c->cmd, c->params, ident);
+		d = old_map_get(c->map, ident);
+	}
+	if (d) {
+		r.state = CHUNK_DONE;
+		r.flags = CHUNK_F_REUSED;
+		memcpy(r.obj, d->obj, SHA_LEN);
+		r.obj_size = d->size;
+		r.duration_ms = d->duration_ms;
+		r.done_ms = wall_ms();
+		rc = db_obj_ref(c->t, d->obj, d->size, +1, NULL);
+		if (rc)
+			return rc;
+		c->reused++;
+	} else if (c->map->slots && old_map_has_text(c->map, r.text_sha)) {
+		c->changed++;
+	} else {
+		c->fresh++;
+	}
+	/* the in-memory byte, grown as we go */
+	if ((c->n & (c->n - 1)) == 0) {
+		void *p = realloc(c->cs, (size_t)c->n * 2);
+
+		if (!p)
+			return -ENOMEM;
+		c->cs = p;
+	}
+	c->cs[c->n - 1] = d ? CS_DONE : CS_PENDING;
+	return db_chunk_put(c->t, c->j->id, c->n, &r, NULL);
+}
+
+/*
+ * Replace j's plan. new_spec (with its parse new_parsed) replaces the spec
+ * when not NULL; on success the parse moves into the job (the caller must
+ * not release it), on failure it stays the caller's. input (input_len
+ * bytes, SHA input_sha) replaces the input when not NULL; with input NULL
+ * and has_input set the committed input is cut again. Called with e->lock
+ * held and the job not busy. On failure nothing changes and a negative
+ * errno is returned (-E2BIG when the input cuts into more chunks than
+ * allowed).
+ */
+int plan_job(struct engine *e, struct job *j, const char *new_spec,
+	     size_t new_spec_len, const struct spec *new_parsed,
+	     const uint8_t *input, size_t input_len,
+	     const uint8_t input_sha[SHA_LEN], int has_input)
+{
+	const struct spec *sp = new_parsed ? new_parsed :
+		(j->has_spec ? &j->spec : NULL);
+	struct release_list rel = { 0 };
+	struct old_map map = { 0 };
+	struct cut_ctx cut = { 0 };
+	struct db_txn *t = NULL;
+	struct job_rec rec = j->rec;
+	char *spec_copy = NULL;
+	void *mapped = NULL;
+	size_t mapped_len = 0;
+	int rc;
+
+	if (!input && j->rec.has_input && has_input) {
+		/* spec change: cut the input already in force */
+		rc = job_map_input_ro(e, j, &mapped, &mapped_len);
+		if (rc)
+			return rc;
+		input = mapped;
+		input_len = mapped_len;
+		input_sha = j->rec.input_sha;
+	}
+	if (new_spec) {
+		spec_copy = malloc(new_spec_len + 1);
+		if (!spec_copy) {
+			rc = -ENOMEM;
+			goto out;
+		}
+		memcpy(spec_copy, new_spec, new_spec_len);
+		spec_copy[new_spec_len] = '\0';
+	}
+	if (j->has_spec && j->ndone) {
+		rc = old_map_init(&map, j->ndone);
+		if (rc)
+			goto out;
+	}
+
+	rc = db_begin(e->db, 1, &t);
+	if (rc)
+		goto out;
+	{
+		struct collect_ctx c = {
+			t, &map, j->has_spec ? j->spec.command_id : NULL,
+			j->has_spec ? j->spec.params : NULL, &rel, 0
+		};
+
+		rc = db_chunk_iter(t, j->id, 1, collect_old, &c);
+	}
+	if (!rc)
+		rc = db_chunk_del_all(t, j->id);
+	if (rc)
+		goto out;
+
+	cut.e = e;
+	cut.j = j;
+	cut.t = t;
+	cut.input = input;
+	cut.map = &map;
+	cut.max = e->o.max_chunks;
+	if (sp && has_input) {
+		cut.cmd = sp->command_id;
+		cut.params = sp->params;
+		rc = chunker_cut((const char *)input, input_len, sp->by, sp->max,
+				 cut_one, &cut);
+		if (rc)
+			goto out;
+	}
+
+	if (has_input) {
+		rec.has_input = 1;
+		rec.input_len = input_len;
+		memcpy(rec.input_sha, input_sha, SHA_LEN);
+	}
+	rec.nchunks = cut.n;
+	rec.plan_reused = cut.reused;
+	rec.plan_new = cut.fresh;
+	rec.plan_changed = cut.changed;
+	rec.updated_ms = wall_ms();
+	rc = db_job_put(t, j->name, &rec, spec_copy ? spec_copy : j->spec_text,
+			spec_copy ? new_spec_len : j->spec_len);
+	if (rc)
+		goto out;
+	rc = db_commit(t);
+	t = NULL;
+	if (rc)
+		goto out;
+
+	/* committed: make it visible */
+	job_clear_waits(j);
+	job_unmap_input(j);
+	j->rec = rec;
+	if (new_spec) {
+		free(j->spec_text);
+		j->spec_text = spec_copy;
+		j->spec_len = new_spec_len;
+		spec_copy = NULL;
+		spec_release(&j->spec);
+		j->spec = *new_parsed; /* the caller's parse moves in */
+		j->has_spec = 1;
+	}
+	free(j->cs);
+	j->cs = cut.cs ? cut.cs : calloc(1, 1);
+	cut.cs = NULL;
+	j->nchunks = cut.n;
+	j->ndone = cut.reused;
+	j->nreused = cut.reused;
+	j->nfailed = j->nrunning = j->ncommit = j->nwait = j->nqueued = 0;
+	j->scan = 0;
+	for (size_t i = 0; i < rel.n; i++)
+		engine_mark_dead(e, rel.sha[i]);
+	job_event_plan(j, cut.n, cut.reused, cut.fresh, cut.changed);
+	for (uint32_t n = 1; n <= j->nchunks; n++) {
+		if ((j->cs[n - 1] & CS_MASK) == CS_DONE)
+			job_event(j, n, "reused", NULL);
+	}
+	free(j->manifest);
+	j->manifest = NULL;
+	job_bump(j);
+	rc = 0;
+out:
+	db_abort(t);
+	if (rc == -E2BIG)
+		job_reject(j, "input cuts into more than %" PRIu32 " chunks "
+			   "(the limit)", e->o.max_chunks);
+	free(cut.cs);
+	free(spec_copy);
+	old_map_free(&map);
+	free(rel.sha);
+	if (mapped)
+		munmap(mapped, mapped_len);
+	return rc;
+}

@@ -1,0 +1,482 @@
+/*
+ * db.c - the LMDB schema behind every job (see db.h for the layout).
+ *
+ * Records are fixed C structs copied in and out with memcpy (LMDB gives no
+ * alignment guarantee for values), followed by a variable tail. The store
+ * belongs to one machine, so host byte order is fine for values; keys are
+ * big-endian so that cursors walk chunks in order.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <lmdb.h>
+
+#include "db.h"
+
+#define DB_MAPSIZE ((size_t)1 << 36)   /* 64 GiB of address space */
+#define DB_MAXREADERS 1024
+
+struct db {
+	MDB_env *env;
+	MDB_dbi meta, jobs, chunks, objects;
+};
+
+struct db_txn {
+	struct db *db;
+	MDB_txn *txn;
+};
+
+/* The one place where LMDB's codes become negative errnos. */
+static int db_err(int rc)
+{
+	switch (rc) {
+	case MDB_SUCCESS:
+		return 0;
+	case MDB_NOTFOUND:
+		return -ENOENT;
+	case MDB_KEYEXIST:
+		return -EEXIST;
+	case MDB_MAP_FULL:
+		return -ENOSPC;
+	case MDB_READERS_FULL:
+		return -EAGAIN;
+	default:
+		if (rc > 0 && rc < MDB_KEYEXIST)
+			return -rc; /* a plain errno */
+		return -EIO;
+	}
+}
+
+int db_open(const char *dir, int readonly, struct db **out,
+	    char *err, size_t errlen)
+{
+	struct db *db;
+	MDB_txn *txn = NULL;
+	unsigned int flags = MDB_NOTLS | (readonly ? MDB_RDONLY : 0);
+	unsigned int dflags = readonly ? 0 : MDB_CREATE;
+	int rc, dead = 0;
+
+	db = calloc(1, sizeof(*db));
+	if (!db)
+		return -ENOMEM;
+	rc = mdb_env_create(&db->env);
+	if (rc)
+		goto fail_free;
+	mdb_env_set_mapsize(db->env, DB_MAPSIZE);
+	mdb_env_set_maxdbs(db->env, 8);
+	mdb_env_set_maxreaders(db->env, DB_MAXREADERS);
+	rc = mdb_env_open(db->env, dir, flags, 0600);
+	if (rc)
+		goto fail_env;
+	mdb_reader_check(db->env, &dead);
+
+	rc = mdb_txn_begin(db->env, NULL, readonly ? MDB_RDONLY : 0, &txn);
+	if (rc)
+		goto fail_env;
+	if ((rc = mdb_dbi_open(txn, "meta", dflags, &db->meta)) ||
+	    (rc = mdb_dbi_open(txn, "jobs", dflags, &db->jobs)) ||
+	    (rc = mdb_dbi_open(txn, "chunks", dflags, &db->chunks)) ||
+	    (rc = mdb_dbi_open(txn, "objects", dflags, &db->objects)))
+		goto fail_txn;
+	if (!readonly) {
+		MDB_val k = { 7, "version" }, v;
+		uint32_t ver = DB_VERSION;
+
+		rc = mdb_get(txn, db->meta, &k, &v);
+		if (rc == MDB_NOTFOUND) {
+			v.mv_size = sizeof(ver);
+			v.mv_data = &ver;
+			rc = mdb_put(txn, db->meta, &k, &v, 0);
+		} else if (rc == 0) {
+			if (v.mv_size != sizeof(ver))
+				rc = EINVAL;
+			else
+				memcpy(&ver, v.mv_data, sizeof(ver));
+			if (!rc && ver != DB_VERSION) {
+				snprintf(err, errlen, "store format %u, this "
+					 "jobfs reads %u", ver, DB_VERSION);
+				rc = EPROTO;
+			}
+		}
+		if (rc)
+			goto fail_txn;
+		rc = mdb_txn_commit(txn);
+	} else {
+		mdb_txn_abort(txn);
+	}
+	txn = NULL;
+	if (rc)
+		goto fail_env;
+	*out = db;
+	return 0;
+
+fail_txn:
+	mdb_txn_abort(txn);
+fail_env:
+	if (!err[0] || rc != EPROTO)
+		snprintf(err, errlen, "lmdb: %s", mdb_strerror(rc));
+	mdb_env_close(db->env);
+fail_free:
+	free(db);
+	return db_err(rc);
+}
+
+void db_close(struct db *db)
+{
+	if (!db)
+		return;
+	mdb_env_close(db->env);
+	free(db);
+}
+
+int db_fd(struct db *db)
+{
+	mdb_filehandle_t fd = -1;
+
+	mdb_env_get_fd(db->env, &fd);
+	return fd;
+}
+
+int db_begin(struct db *db, int write, struct db_txn **out)
+{
+	struct db_txn *t = malloc(sizeof(*t));
+	int rc;
+
+	if (!t)
+		return -ENOMEM;
+	t->db = db;
+	rc = mdb_txn_begin(db->env, NULL, write ? 0 : MDB_RDONLY, &t->txn);
+	if (rc) {
+		free(t);
+		return db_err(rc);
+	}
+	*out = t;
+	return 0;
+}
+
+int db_commit(struct db_txn *t)
+{
+	int rc = mdb_txn_commit(t->txn);
+
+	free(t);
+	return db_err(rc);
+}
+
+void db_abort(struct db_txn *t)
+{
+	if (!t)
+		return;
+	mdb_txn_abort(t->txn);
+	free(t);
+}
+
+int db_next_job_id(struct db_txn *t, uint64_t *out)
+{
+	MDB_val k = { 11, "next_job_id" }, v;
+	uint64_t id = 1;
+	int rc;
+
+	rc = mdb_get(t->txn, t->db->meta, &k, &v);
+	if (rc == 0 && v.mv_size == sizeof(id))
+		memcpy(&id, v.mv_data, sizeof(id));
+	else if (rc && rc != MDB_NOTFOUND)
+		return db_err(rc);
+	*out = id;
+	id++;
+	v.mv_size = sizeof(id);
+	v.mv_data = &id;
+	return db_err(mdb_put(t->txn, t->db->meta, &k, &v, 0));
+}
+
+static int job_decode(const MDB_val *v, struct job_rec *r,
+		      const char **spec, size_t *speclen)
+{
+	if (v->mv_size < sizeof(*r))
+		return -EIO;
+	memcpy(r, v->mv_data, sizeof(*r));
+	*spec = (const char *)v->mv_data + sizeof(*r);
+	*speclen = v->mv_size - sizeof(*r);
+	return 0;
+}
+
+int db_job_get(struct db_txn *t, const char *name, struct job_rec *out,
+	       char **spec_out, size_t *speclen_out)
+{
+	MDB_val k = { strlen(name), (void *)name }, v;
+	const char *spec;
+	size_t speclen;
+	int rc;
+
+	rc = db_err(mdb_get(t->txn, t->db->jobs, &k, &v));
+	if (rc)
+		return rc;
+	rc = job_decode(&v, out, &spec, &speclen);
+	if (rc)
+		return rc;
+	if (spec_out) {
+		*spec_out = NULL;
+		if (speclen) {
+			*spec_out = malloc(speclen + 1);
+			if (!*spec_out)
+				return -ENOMEM;
+			memcpy(*spec_out, spec, speclen);
+			(*spec_out)[speclen] = '\0';
+		}
+	}
+	if (speclen_out)
+		*speclen_out = speclen;
+	return 0;
+}
+
+int db_job_put(struct db_txn *t, const char *name, const struct job_rec *r,
+	       const char *spec, size_t speclen)
+{
+	MDB_val k = { strlen(name), (void *)name }, v;
+	int rc;
+
+	v.mv_size = sizeof(*r) + speclen;
+	rc = mdb_put(t->txn, t->db->jobs, &k, &v, MDB_RESERVE);
+	if (rc)
+		return db_err(rc);
+	memcpy(v.mv_data, r, sizeof(*r));
+	if (speclen)
+		memcpy((char *)v.mv_data + sizeof(*r), spec, speclen);
+	return 0;
+}
+
+int db_job_del(struct db_txn *t, const char *name)
+{
+	MDB_val k = { strlen(name), (void *)name };
+
+	return db_err(mdb_del(t->txn, t->db->jobs, &k, NULL));
+}
+
+int db_job_iter(struct db_txn *t, db_job_fn fn, void *arg)
+{
+	MDB_cursor *c;
+	MDB_val k, v;
+	char name[512];
+	int rc, op = MDB_FIRST;
+
+	rc = mdb_cursor_open(t->txn, t->db->jobs, &c);
+	if (rc)
+		return db_err(rc);
+	while ((rc = mdb_cursor_get(c, &k, &v, op)) == 0) {
+		struct job_rec r;
+		const char *spec;
+		size_t speclen;
+
+		op = MDB_NEXT;
+		if (k.mv_size >= sizeof(name) || job_decode(&v, &r, &spec,
+							    &speclen))
+			continue; /* not ours; db_check reports it */
+		memcpy(name, k.mv_data, k.mv_size);
+		name[k.mv_size] = '\0';
+		rc = fn(arg, name, &r, spec, speclen);
+		if (rc) {
+			mdb_cursor_close(c);
+			return rc;
+		}
+	}
+	mdb_cursor_close(c);
+	return rc == MDB_NOTFOUND ? 0 : db_err(rc);
+}
+
+static void chunk_key(uint8_t key[12], uint64_t job, uint32_t n)
+{
+	for (int i = 0; i < 8; i++)
+		key[i] = (uint8_t)(job >> (56 - 8 * i));
+	for (int i = 0; i < 4; i++)
+		key[8 + i] = (uint8_t)(n >> (24 - 8 * i));
+}
+
+static uint64_t key_job(const uint8_t *key)
+{
+	uint64_t job = 0;
+
+	for (int i = 0; i < 8; i++)
+		job = job << 8 | key[i];
+	return job;
+}
+
+static uint32_t key_chunk(const uint8_t *key)
+{
+	uint32_t n = 0;
+
+	for (int i = 8; i < 12; i++)
+		n = n << 8 | key[i];
+	return n;
+}
+
+int db_chunk_get(struct db_txn *t, uint64_t job, uint32_t n,
+		 struct chunk_rec *out, char *err_out)
+{
+	uint8_t key[12];
+	MDB_val k = { sizeof(key), key }, v;
+	int rc;
+
+	chunk_key(key, job, n);
+	rc = db_err(mdb_get(t->txn, t->db->chunks, &k, &v));
+	if (rc)
+		return rc;
+	if (v.mv_size < sizeof(*out))
+		return -EIO;
+	memcpy(out, v.mv_data, sizeof(*out));
+	if (err_out) {
+		size_t len = v.mv_size - sizeof(*out);
+
+		if (len > DB_ERR_MAX)
+			len = DB_ERR_MAX;
+		memcpy(err_out, (char *)v.mv_data + sizeof(*out), len);
+		err_out[len] = '\0';
+	}
+	return 0;
+}
+
+int db_chunk_put(struct db_txn *t, uint64_t job, uint32_t n,
+		 const struct chunk_rec *r, const char *err)
+{
+	uint8_t key[12];
+	MDB_val k = { sizeof(key), key }, v;
+	size_t elen = err ? strnlen(err, DB_ERR_MAX) : 0;
+	int rc;
+
+	chunk_key(key, job, n);
+	v.mv_size = sizeof(*r) + elen;
+	rc = mdb_put(t->txn, t->db->chunks, &k, &v, MDB_RESERVE);
+	if (rc)
+		return db_err(rc);
+	memcpy(v.mv_data, r, sizeof(*r));
+	if (elen)
+		memcpy((char *)v.mv_data + sizeof(*r), err, elen);
+	return 0;
+}
+
+int db_chunk_iter(struct db_txn *t, uint64_t job, uint32_t from,
+		  db_chunk_fn fn, void *arg)
+{
+	uint8_t key[12];
+	MDB_val k = { sizeof(key), key }, v;
+	MDB_cursor *c;
+	int rc, op = MDB_SET_RANGE;
+
+	chunk_key(key, job, from);
+	rc = mdb_cursor_open(t->txn, t->db->chunks, &c);
+	if (rc)
+		return db_err(rc);
+	for (;;) {
+		struct chunk_rec r;
+
+		rc = mdb_cursor_get(c, &k, &v, op);
+		op = MDB_NEXT;
+		if (rc) {
+			rc = rc == MDB_NOTFOUND ? 0 : db_err(rc);
+			break;
+		}
+		if (k.mv_size != 12 || key_job(k.mv_data) != job)
+			break;
+		if (v.mv_size < sizeof(r)) {
+			rc = -EIO;
+			break;
+		}
+		memcpy(&r, v.mv_data, sizeof(r));
+		rc = fn(arg, key_chunk(k.mv_data), &r,
+			(const char *)v.mv_data + sizeof(r),
+			v.mv_size - sizeof(r));
+		if (rc)
+			break;
+	}
+	mdb_cursor_close(c);
+	return rc;
+}
+
+int db_chunk_del_all(struct db_txn *t, uint64_t job)
+{
+	uint8_t key[12];
+	MDB_val k = { sizeof(key), key }, v;
+	MDB_cursor *c;
+	int rc;
+
+	chunk_key(key, job, 0);
+	rc = mdb_cursor_open(t->txn, t->db->chunks, &c);
+	if (rc)
+		return db_err(rc);
+	for (;;) {
+		/* Seek afresh after each delete rather than trust where
+		 * LMDB leaves the cursor at a page boundary. */
+		k.mv_size = sizeof(key);
+		k.mv_data = key;
+		rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
+		if (rc || k.mv_size != 12 || key_job(k.mv_data) != job)
+			break;
+		rc = mdb_cursor_del(c, 0);
+		if (rc)
+			break;
+	}
+	mdb_cursor_close(c);
+	return rc == MDB_NOTFOUND || rc == 0 ? 0 : db_err(rc);
+}
+
+int db_obj_get(struct db_txn *t, const uint8_t sha[SHA_LEN],
+	       struct obj_rec *out)
+{
+	MDB_val k = { SHA_LEN, (void *)sha }, v;
+	int rc = db_err(mdb_get(t->txn, t->db->objects, &k, &v));
+
+	if (rc)
+		return rc;
+	if (v.mv_size != sizeof(*out))
+		return -EIO;
+	memcpy(out, v.mv_data, sizeof(*out));
+	return 0;
+}
+
+int db_obj_ref(struct db_txn *t, const uint8_t sha[SHA_LEN], uint64_t size,
+	       int delta, uint64_t *refs_out)
+{
+	MDB_val k = { SHA_LEN, (void *)sha }, v;
+	struct obj_rec r = { 0, size };
+	int rc;
+
+	rc = db_obj_get(t, sha, &r);
+	if (rc && rc != -ENOENT)
+		return rc;
+	if (delta < 0 && r.refs < (uint64_t)-delta)
+		return -EIO; /* would go negative: the counts are wrong */
+	r.refs += (uint64_t)(int64_t)delta;
+	if (refs_out)
+		*refs_out = r.refs;
+	if (r.refs == 0)
+		return rc == -ENOENT ? 0 :
+			db_err(mdb_del(t->txn, t->db->objects, &k, NULL));
+	v.mv_size = sizeof(r);
+	v.mv_data = &r;
+	return db_err(mdb_put(t->txn, t->db->objects, &k, &v, 0));
+}
+
+int db_stat(struct db *db, uint64_t *map_bytes, uint64_t *chunk_records)
+{
+	MDB_envinfo info;
+	MDB_stat st;
+	MDB_txn *txn;
+	int rc;
+
+	rc = mdb_env_info(db->env, &info);
+	if (rc)
+		return db_err(rc);
+	rc = mdb_env_stat(db->env, &st);
+	if (rc)
+		return db_err(rc);
+	*map_bytes = (uint64_t)(info.me_last_pgno + 1) * st.ms_psize;
+	rc = mdb_txn_begin(db->env, NULL, MDB_RDONLY, &txn);
+	if (rc)
+		return db_err(rc);
+	rc = mdb_stat(txn, db->chunks, &st);
+	mdb_txn_abort(txn);
+	if (rc)
+		return db_err(rc);
+	*chunk_records = st.ms_entries;
+	return 0;
+}

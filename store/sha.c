@@ -1,0 +1,119 @@
+/*
+ * sha.c - SHA-256 helpers over OpenSSL's EVP interface.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include <openssl/evp.h>
+
+#include "sha.h"
+
+struct sha_ctx *sha_new(void)
+{
+	EVP_MD_CTX *c = EVP_MD_CTX_new();
+
+	if (c && EVP_DigestInit_ex(c, EVP_sha256(), NULL) != 1) {
+		EVP_MD_CTX_free(c);
+		c = NULL;
+	}
+	return (struct sha_ctx *)c;
+}
+
+void sha_update(struct sha_ctx *c, const void *p, size_t n)
+{
+	EVP_DigestUpdate((EVP_MD_CTX *)c, p, n);
+}
+
+void sha_final(struct sha_ctx *c, uint8_t out[SHA_LEN])
+{
+	unsigned int len = SHA_LEN;
+
+	EVP_DigestFinal_ex((EVP_MD_CTX *)c, out, &len);
+	EVP_MD_CTX_free((EVP_MD_CTX *)c);
+}
+
+void sha_buf(const void *p, size_t n, uint8_t out[SHA_LEN])
+{
+	unsigned int len = SHA_LEN;
+
+	EVP_Digest(p, n, out, &len, EVP_sha256(), NULL);
+}
+
+int sha_fd(int fd, uint8_t out[SHA_LEN], uint64_t *size)
+{
+	enum { BUFSZ = 1 << 20 };
+	struct sha_ctx *c;
+	char *buf;
+	uint64_t off = 0;
+	int rc = 0;
+
+	buf = malloc(BUFSZ);
+	c = sha_new();
+	if (!buf || !c) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	for (;;) {
+		ssize_t n = pread(fd, buf, BUFSZ, (off_t)off);
+
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			rc = -errno;
+			goto out;
+		}
+		if (n == 0)
+			break;
+		sha_update(c, buf, (size_t)n);
+		off += (uint64_t)n;
+	}
+	sha_final(c, out);
+	c = NULL;
+	*size = off;
+out:
+	if (c) {
+		uint8_t junk[SHA_LEN];
+
+		sha_final(c, junk);
+	}
+	free(buf);
+	return rc;
+}
+
+void sha_hex(const uint8_t d[SHA_LEN], char out[SHA_HEX_LEN + 1])
+{
+	static const char digits[] = "0123456789abcdef";
+
+	for (int i = 0; i < SHA_LEN; i++) {
+		out[2 * i] = digits[d[i] >> 4];
+		out[2 * i + 1] = digits[d[i] & 15];
+	}
+	out[SHA_HEX_LEN] = '\0';
+}
+
+static int hexval(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+int sha_unhex(const char *hex, uint8_t out[SHA_LEN])
+{
+	for (int i = 0; i < SHA_LEN; i++) {
+		int hi = hexval(hex[2 * i]), lo;
+
+		if (hi < 0)
+			return -EINVAL;
+		lo = hexval(hex[2 * i + 1]);
+		if (lo < 0)
+			return -EINVAL;
+		out[i] = (uint8_t)(hi << 4 | lo);
+	}
+	return hex[SHA_HEX_LEN] == '\0' ? 0 : -EINVAL;
+}
