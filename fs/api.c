@@ -464,7 +464,7 @@ static int requeue(struct engine *e, struct job *j, uint32_t *list,
 {
 	struct release_ctx rel = { 0 };
 	uint32_t old_mode = j->rec.mode, old_after = j->rec.after_selected;
-	int queue = j->rec.mode != JOB_MODE_RUN, rc;
+	int queue = j->rec.mode != JOB_MODE_RUN, was_busy = job_busy(j), rc;
 
 	if (discard) {
 		rel.cap = count;
@@ -506,8 +506,11 @@ static int requeue(struct engine *e, struct job *j, uint32_t *list,
 		engine_mark_dead(e, rel.dead[i]);
 	free(rel.dead);
 	j->nreused = 0; /* recounted lazily is not worth it: shown per plan */
-	if (!j->run_done && !job_active(j))
+	if (!was_busy) {
 		j->run_mono = mono_now();
+		j->run_end_mono = 0;
+		j->run_done = 0;
+	}
 	engine_wake(e);
 	return 0;
 }
@@ -580,6 +583,7 @@ int engine_control(struct engine *e, const char *name, const char *buf,
 		}
 		if (j->rec.mode != JOB_MODE_RUN) {
 			j->run_mono = mono_now();
+			j->run_end_mono = 0;
 			j->run_done = 0;
 			j->done_bytes = 0;
 			j->rec.run_started_ms = wall_ms();

@@ -1225,6 +1225,7 @@ static void job_check_finished(struct engine *e, struct job *j)
 		return;
 	}
 	j->rec.mode = mode;
+	j->run_end_mono = mono_now();
 	if (db_begin(e->db, 1, &t) == 0) {
 		if (job_put_rec(e, t, j) == 0)
 			db_commit(t);

@@ -111,6 +111,7 @@ struct job {
 
 	/* this run, for rate and ETA */
 	double run_mono;             /* monotonic start of the run */
+	double run_end_mono;         /* when it ended, 0 while it runs */
 	uint32_t run_done;           /* chunks done in this run */
 	uint64_t done_bytes;
 

@@ -29,7 +29,13 @@
  *                  +---- free: kill, blocking reap ---------+
  *
  * The one escape is a process that leaves the group (setsid, setpgid):
- * only a cgroup could follow it, and that is the Slurm executor's job.
+ * only a cgroup could follow it.
+ *
+ * What the rest of the daemon must not do: wait for any child (waitpid
+ * with -1) or set SIGCHLD to SIG_IGN, since either reaps attempts behind
+ * our back (invariant 1); fork without exec while the executor is open
+ * (the copy of the watchdog pipe would delay the watchdog's EOF).
+ * Needs Linux 5.3 (CLONE_PIDFD, waitid P_PIDFD) and glibc 2.32.
  */
 #define _GNU_SOURCE
 #include "exec.h"
@@ -430,7 +436,14 @@ static _Noreturn void child_main(const struct child_plan *p)
 	if (chdir(p->cwd) < 0)
 		child_fail(errfd, errno);
 	if (p->max_output > 0) {
-		struct rlimit rl = { p->max_output, p->max_output };
+		/* Soft and hard, so the worker cannot raise it; never above
+		 * the hard limit we inherited, which only root could raise. */
+		struct rlimit rl;
+		rlim_t lim = (rlim_t)p->max_output;
+		if (getrlimit(RLIMIT_FSIZE, &rl) == 0 &&
+		    rl.rlim_max != RLIM_INFINITY && rl.rlim_max < lim)
+			lim = rl.rlim_max;
+		rl.rlim_cur = rl.rlim_max = lim;
 		if (setrlimit(RLIMIT_FSIZE, &rl) < 0)
 			child_fail(errfd, errno);
 	}
@@ -473,7 +486,6 @@ static int fd_valid(int fd)
 {
 	return fd >= 0 && fcntl(fd, F_GETFD) >= 0;
 }
-
 
 /*
  * fork() that also returns a pidfd for the child, atomically: clone with
@@ -652,8 +664,8 @@ static int collect(struct exec_attempt *a, int block)
 	/* The main process's time plus that of the descendants it waited
 	 * for (a shell's commands), which is what a user means by it. */
 	a->result.cpu_seconds =
-		(double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 +
-		(double)ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6;
+		(double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
+		(double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
 done:
 	a->reaped = 1;
 	running_unlink(a);
@@ -686,7 +698,9 @@ static void local_free(struct exec_attempt *a)
 	close(a->pidfd);
 	close(a->errfd);
 	struct local_executor *ex = a->ex;
+	assert(a->reaped);
 	if (ex != NULL) {
+		assert(ex->nattempts > 0);
 		ex->nattempts--;
 		executor_maybe_free(ex);
 	}
@@ -783,7 +797,6 @@ static size_t count_strv(char *const *v)
  */
 char **exec_env_build(char *const *extra_a, char *const *extra_b)
 {
-	extern char **environ;
 	size_t cap = count_strv(environ) + count_strv(extra_a) +
 		     count_strv(extra_b) + 2; /* default PATH, NULL */
 	char **env = calloc(cap, sizeof *env);

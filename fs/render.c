@@ -96,7 +96,8 @@ static void figures(const struct job *j, struct figures *f)
 	f->pending = j->nchunks - j->ndone - j->nfailed - j->nrunning -
 		j->ncommit - j->nwait;
 	f->percent = j->nchunks ? 100.0 * j->ndone / j->nchunks : 0;
-	f->elapsed = j->rec.run_started_ms ? now - j->run_mono : 0;
+	f->elapsed = j->rec.run_started_ms ?
+		(j->run_end_mono ? j->run_end_mono : now) - j->run_mono : 0;
 	f->rate = f->elapsed > 0 && j->run_done ?
 		j->run_done / f->elapsed * 60 : 0;
 	f->eta = -1;

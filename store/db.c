@@ -102,10 +102,10 @@ int db_open(const char *dir, int readonly, struct db **out,
 		}
 		if (rc)
 			goto fail_txn;
-		rc = mdb_txn_commit(txn);
-	} else {
-		mdb_txn_abort(txn);
 	}
+	/* Commit even a read-only transaction: LMDB closes handles opened
+	 * in a transaction that is aborted. */
+	rc = mdb_txn_commit(txn);
 	txn = NULL;
 	if (rc)
 		goto fail_env;

@@ -583,14 +583,14 @@ static void test_signal_state(struct executor *ex)
 static void test_pdeathsig(struct executor *ex, const char *self)
 {
 	struct exec_result r;
-	char buf[64];
+	char want[16], buf[64];
 	int out = open_out("pdeathsig.txt");
 	char *argv[] = { (char *)self, "--pdeathsig", NULL };
 	CHECK(run_fds(ex, argv, g_env, g_null, out, g_null, 0, &r) == 0);
 	close(out);
 	CHECK(r.exec_errno == 0 && r.code == 0);
-	snprintf(buf, sizeof buf, "%d\n", SIGKILL);
-	CHECK(strcmp(slurp("pdeathsig.txt", buf + 16, sizeof buf - 16), buf) == 0);
+	snprintf(want, sizeof want, "%d\n", SIGKILL);
+	CHECK(strcmp(slurp("pdeathsig.txt", buf, sizeof buf), want) == 0);
 }
 
 static void test_tree_kill(struct executor *ex)

@@ -1,0 +1,264 @@
+/*
+ * test_store.c - the LMDB schema (db.c), the object store (objects.c) and
+ * SHA-256 (sha.c), on a real store in a temp directory.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "check.h"
+#include "db.h"
+#include "objects.h"
+#include "sha.h"
+
+static char root[256];
+
+static void test_sha(void)
+{
+	uint8_t d[SHA_LEN], back[SHA_LEN];
+	char hex[SHA_HEX_LEN + 1];
+	uint64_t size;
+	int fd;
+
+	sha_buf("abc", 3, d);
+	sha_hex(d, hex);
+	CHECK(!strcmp(hex, "ba7816bf8f01cfea414140de5dae2223"
+		      "b00361a396177a9cb410ff61f20015ad"));
+	CHECK(sha_unhex(hex, back) == 0 && !memcmp(back, d, SHA_LEN));
+	CHECK(sha_unhex("zz", back) == -EINVAL);
+
+	fd = open("/tmp", O_TMPFILE | O_RDWR, 0600);
+	CHECK(fd >= 0);
+	CHECK(write(fd, "abc", 3) == 3);
+	CHECK(sha_fd(fd, back, &size) == 0);
+	CHECK_EQ_U64(size, 3);
+	CHECK(!memcmp(back, d, SHA_LEN));
+	close(fd);
+}
+
+struct seen {
+	uint32_t n[16];
+	size_t count;
+};
+
+static int note_chunk(void *arg, uint32_t n, const struct chunk_rec *r,
+		      const char *err, size_t errlen)
+{
+	struct seen *s = arg;
+
+	(void)r;
+	(void)err;
+	(void)errlen;
+	if (s->count < 16)
+		s->n[s->count++] = n;
+	return 0;
+}
+
+static int count_job(void *arg, const char *name, const struct job_rec *r,
+		     const char *spec, size_t speclen)
+{
+	(void)name;
+	(void)r;
+	(void)spec;
+	(void)speclen;
+	(*(int *)arg)++;
+	return 0;
+}
+
+static void test_db(void)
+{
+	char dir[300], err[256] = "", *spec = NULL;
+	struct db *db;
+	struct db_txn *t;
+	struct job_rec jr = { 0 }, jr2;
+	struct chunk_rec cr = { 0 }, cr2;
+	struct obj_rec orec;
+	struct seen seen = { { 0 }, 0 };
+	uint8_t obj[SHA_LEN];
+	uint64_t id1, id2, refs;
+	size_t speclen = 0;
+	char e2[DB_ERR_MAX + 1];
+	int jobs = 0;
+
+	snprintf(dir, sizeof(dir), "%s/db", root);
+	CHECK(mkdir(dir, 0700) == 0);
+	CHECK(db_open(dir, 0, &db, err, sizeof(err)) == 0);
+	CHECK(db_fd(db) >= 0);
+
+	/* jobs and ids */
+	CHECK(db_begin(db, 1, &t) == 0);
+	CHECK(db_next_job_id(t, &id1) == 0);
+	CHECK(db_next_job_id(t, &id2) == 0);
+	CHECK_EQ_U64(id2, id1 + 1);
+	jr.id = id1;
+	jr.nchunks = 3;
+	CHECK(db_job_put(t, "ch1", &jr, "{\"command\":\"cat\"}", 17) == 0);
+	jr.id = id2;
+	CHECK(db_job_put(t, "ch2", &jr, NULL, 0) == 0);
+
+	/* chunks of two jobs: the cursor must not cross from one to the
+	 * other, and order is numeric (big-endian keys), 2 before 10 */
+	for (uint32_t n = 1; n <= 3; n++) {
+		cr.start = n * 10;
+		CHECK(db_chunk_put(t, id1, n == 3 ? 10 : n, &cr,
+				   n == 2 ? "exit 3" : NULL) == 0);
+	}
+	CHECK(db_chunk_put(t, id2, 1, &cr, NULL) == 0);
+	CHECK(db_commit(t) == 0);
+
+	CHECK(db_begin(db, 0, &t) == 0);
+	CHECK(db_job_get(t, "ch1", &jr2, &spec, &speclen) == 0);
+	CHECK_EQ_U64(jr2.id, id1);
+	CHECK(spec && !strcmp(spec, "{\"command\":\"cat\"}"));
+	CHECK_EQ_U64(speclen, 17);
+	free(spec);
+	CHECK(db_job_get(t, "nope", &jr2, NULL, NULL) == -ENOENT);
+	CHECK(db_job_iter(t, count_job, &jobs) == 0);
+	CHECK(jobs == 2);
+	CHECK(db_chunk_iter(t, id1, 1, note_chunk, &seen) == 0);
+	CHECK_EQ_U64(seen.count, 3);
+	CHECK(seen.n[0] == 1 && seen.n[1] == 2 && seen.n[2] == 10);
+	CHECK(db_chunk_get(t, id1, 2, &cr2, e2) == 0);
+	CHECK(!strcmp(e2, "exit 3"));
+	CHECK_EQ_U64(cr2.start, 20);
+	db_abort(t);
+
+	/* delete all of one job's chunks; the other keeps its own */
+	CHECK(db_begin(db, 1, &t) == 0);
+	CHECK(db_chunk_del_all(t, id1) == 0);
+	CHECK(db_commit(t) == 0);
+	CHECK(db_begin(db, 0, &t) == 0);
+	seen.count = 0;
+	CHECK(db_chunk_iter(t, id1, 1, note_chunk, &seen) == 0);
+	CHECK_EQ_U64(seen.count, 0);
+	CHECK(db_chunk_iter(t, id2, 1, note_chunk, &seen) == 0);
+	CHECK_EQ_U64(seen.count, 1);
+	db_abort(t);
+
+	/* reference counts: created at +1, deleted at 0, never negative */
+	sha_buf("x", 1, obj);
+	CHECK(db_begin(db, 1, &t) == 0);
+	CHECK(db_obj_ref(t, obj, 1, +1, &refs) == 0 && refs == 1);
+	CHECK(db_obj_ref(t, obj, 1, +1, &refs) == 0 && refs == 2);
+	CHECK(db_obj_ref(t, obj, 1, -1, &refs) == 0 && refs == 1);
+	CHECK(db_obj_get(t, obj, &orec) == 0 && orec.size == 1);
+	CHECK(db_obj_ref(t, obj, 1, -1, &refs) == 0 && refs == 0);
+	CHECK(db_obj_get(t, obj, &orec) == -ENOENT);
+	CHECK(db_obj_ref(t, obj, 1, -1, &refs) == -EIO);
+	db_abort(t);
+
+	/* an aborted transaction leaves nothing; a committed one survives
+	 * close and reopen */
+	CHECK(db_begin(db, 1, &t) == 0);
+	CHECK(db_job_del(t, "ch2") == 0);
+	db_abort(t);
+	db_close(db);
+	CHECK(db_open(dir, 1, &db, err, sizeof(err)) == 0);
+	CHECK(db_begin(db, 0, &t) == 0);
+	{
+		int rc = db_job_get(t, "ch2", &jr2, NULL, NULL);
+
+		if (rc)
+			fprintf(stderr, "reopen: %d\n", rc);
+		CHECK(rc == 0);
+	}
+	db_abort(t);
+	db_close(db);
+}
+
+static int live_if_first_byte_a(void *arg, const uint8_t sha[SHA_LEN])
+{
+	const uint8_t *keep = arg;
+
+	return !memcmp(sha, keep, SHA_LEN);
+}
+
+static void test_objects(void)
+{
+	struct objstore os;
+	char err[256] = "", name[600], path[512];
+	uint8_t sha[SHA_LEN], sha2[SHA_LEN], want[SHA_LEN];
+	uint64_t size;
+	struct stat st;
+	int fd, fd2;
+
+	snprintf(path, sizeof(path), "%s/store", root);
+	CHECK(objstore_open(path, &os, err, sizeof(err)) == 0);
+	CHECK(stat(path, &st) == 0 && (st.st_mode & 0777) == 0700);
+
+	CHECK(objstore_tmp_create(&os, "out", name, sizeof(name), &fd) == 0);
+	CHECK(write(fd, "hello", 5) == 5);
+	CHECK(objstore_publish(&os, fd, os.tmp, name, sha, &size) == 0);
+	close(fd);
+	sha_buf("hello", 5, want);
+	CHECK(!memcmp(sha, want, SHA_LEN));
+	CHECK_EQ_U64(size, 5);
+	CHECK(faccessat(os.tmp, name, F_OK, 0) < 0); /* renamed away */
+	CHECK(objstore_open_obj(&os, sha, &fd) == 0);
+	{
+		char buf[8] = "";
+
+		CHECK(read(fd, buf, sizeof(buf)) == 5 && !memcmp(buf, "hello",
+								   5));
+	}
+	close(fd);
+
+	/* the same bytes again: one object */
+	CHECK(objstore_tmp_create(&os, "out", name, sizeof(name), &fd) == 0);
+	CHECK(write(fd, "hello", 5) == 5);
+	CHECK(objstore_publish(&os, fd, os.tmp, name, sha2, &size) == 0);
+	close(fd);
+	CHECK(!memcmp(sha, sha2, SHA_LEN));
+
+	/* another object, then a sweep that keeps only the first */
+	CHECK(objstore_tmp_create(&os, "out", name, sizeof(name), &fd2) == 0);
+	CHECK(write(fd2, "other", 5) == 5);
+	CHECK(objstore_publish(&os, fd2, os.tmp, name, sha2, &size) == 0);
+	close(fd2);
+	CHECK(objstore_sweep(&os, live_if_first_byte_a, sha) == 1);
+	CHECK(objstore_open_obj(&os, sha, &fd) == 0);
+	close(fd);
+	CHECK(objstore_open_obj(&os, sha2, &fd) == -ENOENT);
+	CHECK(objstore_unlink_obj(&os, sha2) == 0); /* missing is fine */
+
+	/* temp files and scratch trees go at startup */
+	CHECK(objstore_tmp_create(&os, "out", name, sizeof(name), &fd) == 0);
+	close(fd);
+	CHECK(mkdirat(os.scratch, "w1", 0700) == 0);
+	CHECK(mkdirat(os.scratch, "w1/deep", 0500) == 0);
+	CHECK(objstore_clear_temps(&os) == 2);
+	CHECK(faccessat(os.scratch, "w1", F_OK, 0) < 0);
+	objstore_close(&os);
+
+	/* a store writable by others, or a symlink, is refused */
+	CHECK(chmod(path, 0777) == 0);
+	CHECK(objstore_open(path, &os, err, sizeof(err)) == -EPERM);
+	CHECK(strstr(err, "writable by others") != NULL);
+	CHECK(chmod(path, 0700) == 0);
+	snprintf(name, sizeof(name), "%s/link", root);
+	CHECK(symlink(path, name) == 0);
+	CHECK(objstore_open(name, &os, err, sizeof(err)) == -ENOTDIR);
+}
+
+int main(void)
+{
+	char cmd[300];
+
+	snprintf(root, sizeof(root), "/tmp/jobfs-test-store.XXXXXX");
+	if (!mkdtemp(root)) {
+		perror("mkdtemp");
+		return 1;
+	}
+	test_sha();
+	test_db();
+	test_objects();
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", root);
+	if (system(cmd) != 0)
+		fprintf(stderr, "could not remove %s\n", root);
+	return check_done();
+}
