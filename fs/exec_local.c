@@ -262,7 +262,7 @@ static _Noreturn void watchdog_main(int rfd)
  */
 int exec_local_open(struct executor **out)
 {
-	int rc = 0;
+	int rc;
 	struct local_executor *ex = calloc(1, sizeof *ex);
 	if (ex == NULL)
 		return -ENOMEM;

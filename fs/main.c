@@ -164,6 +164,10 @@ static void daemonize(void)
 	close(p[0]);
 	report_fd = p[1];
 	setsid();
+	/* every path is absolute by now; do not pin the caller's cwd */
+	if (chdir("/") < 0) {
+		/* harmless */
+	}
 }
 
 static void report_ok(void)
