@@ -155,7 +155,7 @@ int engine_job_delete(struct engine *e, const char *name)
 		rc = -ENOENT;
 		goto out;
 	}
-	if (job_busy(j) || j->busy_writers || j->verifying) {
+	if (job_busy(j) || j->busy_writers || j->verifying || j->encoding) {
 		job_reject(j, "rmdir refused: the job is running; write "
 			   "cancel to control first");
 		rc = -EBUSY;
@@ -165,6 +165,13 @@ int engine_job_delete(struct engine *e, const char *name)
 	if (rc)
 		goto out;
 	rc = db_chunk_iter(c.t, j->id, 1, release_done, &c);
+	if (!rc && j->rec.has_enc) {
+		struct chunk_rec fake = { .state = CHUNK_DONE };
+
+		memcpy(fake.obj, j->rec.enc_obj, SHA_LEN);
+		fake.obj_size = j->rec.enc_size;
+		rc = release_done(&c, 0, &fake, NULL, 0);
+	}
 	if (!rc)
 		rc = db_chunk_del_all(c.t, j->id);
 	if (!rc)
@@ -232,6 +239,9 @@ int engine_job_info(struct engine *e, const char *name, struct job_info *out)
 			 j->has_spec ? j->spec.ext : "out");
 		out->has_output = j->has_spec &&
 			j->spec.output != SPEC_OUTPUT_NONE;
+		out->audio = j->has_spec && SPEC_IS_AUDIO(j->spec.output);
+		out->encoded = j->has_spec ? spec_encoded_ext(j->spec.output) :
+			NULL;
 		out->created_ms = j->rec.created_ms;
 		out->updated_ms = j->rec.updated_ms;
 		out->nchunks = j->nchunks;
@@ -1335,6 +1345,13 @@ int engine_chunk_stat(struct engine *e, const char *name, uint32_t n,
 	if (!rc) {
 		*size = r.obj_size;
 		*mtime_ms = r.done_ms;
+		if (j->has_spec && SPEC_IS_AUDIO(j->spec.output)) {
+			struct audio_fmt f = { r.rate, r.channels, r.enc,
+					       r.frames };
+			uint8_t h[AUDIO_HEADER_MAX];
+
+			*size += audio_wav_header(&f, r.frames, h);
+		}
 	}
 out:
 	UNLOCK(e);
@@ -1438,22 +1455,39 @@ int engine_log_stat(struct engine *e, const char *name, uint32_t n,
 }
 
 /* ------------------------------------------------------------------ */
-/* output.EXT: the done prefix, joined */
+/* output.EXT and audio chunk files: views served in place */
 
+/*
+ * A view is a file made of pieces that already exist: for a job's output,
+ * the done chunks from chunk 1 in order (fixed when the view is built);
+ * for an audio job, a WAV header made in memory, then each chunk's samples
+ * read in place from its object, with join.gap_ms of silence between
+ * chunks. A chunk whose encoding differs from chunk 1's is converted as it
+ * is read. A view of one audio chunk serves chunks/NNNN.wav the same way.
+ */
 struct output_view {
 	struct engine *e;
-	uint32_t n;
+	uint32_t n;                  /* pieces */
 	uint8_t (*obj)[SHA_LEN];
-	uint64_t *end;      /* cumulative sizes */
-	int fd;             /* the object open now */
+	uint64_t *end;               /* end offset of each piece's data */
+	uint16_t *enc;               /* audio: each piece's own encoding */
+	int audio;
+	struct audio_fmt fmt;        /* audio: the file's format */
+	uint64_t gap;                /* bytes of silence between pieces */
+	uint8_t header[AUDIO_HEADER_MAX];
+	size_t hlen;
+	uint64_t size;
+	int fd;                      /* the object open now */
 	uint32_t fd_idx;
 };
 
 struct prefix_ctx {
 	struct output_view *v;
 	struct job *j;
-	uint32_t cap;
-	uint64_t total;
+	uint32_t next, cap, max;
+	uint64_t frames, bytes;
+	char *problem;
+	size_t problem_len;
 };
 
 static int prefix_add(void *arg, uint32_t n, const struct chunk_rec *r,
@@ -1464,47 +1498,139 @@ static int prefix_add(void *arg, uint32_t n, const struct chunk_rec *r,
 
 	(void)err;
 	(void)errlen;
-	if (n != v->n + 1 || r->state != CHUNK_DONE ||
-	    (c->j->cs[n - 1] & CS_MASK) != CS_DONE)
-		return 1; /* the prefix ends here */
+	if (n != c->next || v->n >= c->max || r->state != CHUNK_DONE ||
+	    n > c->j->nchunks || (c->j->cs[n - 1] & CS_MASK) != CS_DONE)
+		return 1; /* the run of done chunks ends here */
+	if (v->audio) {
+		if (!audio_sample_bytes(r->enc) || !r->rate || !r->channels)
+			return 1;
+		if (v->n == 0) {
+			v->fmt.rate = r->rate;
+			v->fmt.channels = r->channels;
+			v->fmt.enc = r->enc;
+		} else if (r->rate != v->fmt.rate ||
+			   r->channels != v->fmt.channels) {
+			snprintf(c->problem, c->problem_len, "chunk %" PRIu32
+				 " is %" PRIu32 " Hz, %u channel%s but chunk %"
+				 PRIu32 " is %" PRIu32 " Hz, %u channel%s: "
+				 "output.wav is not produced", n, r->rate,
+				 r->channels, r->channels == 1 ? "" : "s",
+				 n - v->n, v->fmt.rate, v->fmt.channels,
+				 v->fmt.channels == 1 ? "" : "s");
+			return -EMEDIUMTYPE;
+		}
+	}
 	if (v->n == c->cap) {
 		uint32_t cap = c->cap ? c->cap * 2 : 64;
-		void *p1 = realloc(v->obj, (size_t)cap * SHA_LEN);
-		void *p2;
+		void *p;
 
-		if (!p1)
+		if (!(p = realloc(v->obj, (size_t)cap * SHA_LEN)))
 			return -ENOMEM;
-		v->obj = p1;
-		p2 = realloc(v->end, (size_t)cap * sizeof(*v->end));
-		if (!p2)
+		v->obj = p;
+		if (!(p = realloc(v->end, (size_t)cap * sizeof(*v->end))))
 			return -ENOMEM;
-		v->end = p2;
+		v->end = p;
+		if (!(p = realloc(v->enc, (size_t)cap * sizeof(*v->enc))))
+			return -ENOMEM;
+		v->enc = p;
 		c->cap = cap;
 	}
 	memcpy(v->obj[v->n], r->obj, SHA_LEN);
-	c->total += r->obj_size;
-	v->end[v->n] = c->total;
+	v->enc[v->n] = r->enc;
+	if (v->audio) {
+		c->frames += r->frames;
+		c->bytes += r->frames * v->fmt.channels *
+			audio_sample_bytes(v->fmt.enc);
+	} else {
+		c->bytes += r->obj_size;
+	}
+	v->end[v->n] = c->bytes; /* made absolute once the header is known */
 	v->n++;
+	c->next++;
 	return 0;
 }
 
-static int output_build(struct engine *e, struct job *j,
-			struct output_view *v)
+/* Build a view of the done chunks from `first` on (at most max of them).
+ * Called with e->lock. -EMEDIUMTYPE: audio chunks that cannot be joined,
+ * the reason in j->audio_problem. */
+static int view_build(struct engine *e, struct job *j, uint32_t first,
+		      uint32_t max, struct output_view *v)
 {
-	struct prefix_ctx c = { v, j, 0, 0 };
+	struct prefix_ctx c = { v, j, first, 0, max, 0, 0, j->audio_problem,
+				sizeof(j->audio_problem) };
 	struct db_txn *t;
+	uint64_t gap_frames = 0;
 	int rc;
 
+	v->audio = j->has_spec && SPEC_IS_AUDIO(j->spec.output);
 	rc = db_begin(e->db, 0, &t);
 	if (rc)
 		return rc;
-	rc = db_chunk_iter(t, j->id, 1, prefix_add, &c);
+	if (first == 1 && max > 1)
+		j->audio_problem[0] = '\0';
+	rc = db_chunk_iter(t, j->id, first, prefix_add, &c);
 	db_abort(t);
-	return rc == 1 ? 0 : rc;
+	if (rc < 0)
+		return rc;
+	if (v->audio) {
+		if (v->n == 0)
+			return -ENOENT; /* no format to make a header with */
+		if (v->n > 1)
+			gap_frames = (uint64_t)v->fmt.rate * j->spec.gap_ms /
+				1000;
+		v->gap = gap_frames * v->fmt.channels *
+			audio_sample_bytes(v->fmt.enc);
+		v->fmt.frames = c.frames + gap_frames * (v->n - 1);
+		v->hlen = audio_wav_header(&v->fmt, v->fmt.frames, v->header);
+	}
+	for (uint32_t i = 0; i < v->n; i++)
+		v->end[i] += v->hlen + v->gap * i;
+	v->size = v->n ? v->end[v->n - 1] : v->hlen;
+	return 0;
 }
 
-int engine_output_open(struct engine *e, const char *name,
-		       struct output_view **out)
+int view_new_locked(struct engine *e, struct job *j, struct output_view **out)
+{
+	struct output_view *v = calloc(1, sizeof(*v));
+	int rc;
+
+	if (!v)
+		return -ENOMEM;
+	v->e = e;
+	v->fd = -1;
+	rc = view_build(e, j, 1, UINT32_MAX, v);
+	if (rc) {
+		engine_output_close(v);
+		return rc;
+	}
+	*out = v;
+	return 0;
+}
+
+uint32_t view_pieces(const struct output_view *v)
+{
+	return v->n;
+}
+
+void view_hash(const struct output_view *v, struct sha_ctx *c)
+{
+	sha_update(c, &v->fmt, sizeof(v->fmt));
+	sha_update(c, &v->gap, sizeof(v->gap));
+	for (uint32_t i = 0; i < v->n; i++) {
+		sha_update(c, v->obj[i], SHA_LEN);
+		sha_update(c, &v->enc[i], sizeof(v->enc[i]));
+	}
+}
+
+void view_format(const struct output_view *v, struct audio_fmt *fmt,
+		 uint64_t *header_len)
+{
+	*fmt = v->fmt;
+	*header_len = v->hlen;
+}
+
+static int view_open(struct engine *e, const char *name, uint32_t first,
+		     uint32_t max, struct output_view **out)
 {
 	struct output_view *v;
 	struct job *j;
@@ -1517,19 +1643,39 @@ int engine_output_open(struct engine *e, const char *name,
 	v->fd = -1;
 	LOCK(e);
 	j = job_find(e, name);
-	rc = j ? output_build(e, j, v) : -ENOENT;
+	if (!j)
+		rc = -ENOENT;
+	else if (max == 1 && (first < 1 || first > j->nchunks ||
+			      (j->cs[first - 1] & CS_MASK) != CS_DONE))
+		rc = -ENOENT;
+	else
+		rc = view_build(e, j, first, max, v);
+	if (!rc && max == 1 && v->n != 1)
+		rc = -ENOENT;
 	UNLOCK(e);
 	if (rc) {
 		engine_output_close(v);
-		return rc;
+		return rc == -EMEDIUMTYPE ? -ENOENT : rc;
 	}
 	*out = v;
 	return 0;
 }
 
+int engine_output_open(struct engine *e, const char *name,
+		       struct output_view **out)
+{
+	return view_open(e, name, 1, UINT32_MAX, out);
+}
+
+int engine_chunk_view(struct engine *e, const char *name, uint32_t n,
+		      struct output_view **out)
+{
+	return view_open(e, name, n, 1, out);
+}
+
 uint64_t engine_output_size(struct output_view *v)
 {
-	return v->n ? v->end[v->n - 1] : 0;
+	return v->size;
 }
 
 int engine_output_stat(struct engine *e, const char *name, uint64_t *size)
@@ -1544,45 +1690,79 @@ int engine_output_stat(struct engine *e, const char *name, uint64_t *size)
 	return 0;
 }
 
+/* Open piece i's object, keeping the last one open. */
+static int view_fd(struct output_view *v, uint32_t i)
+{
+	if (v->fd >= 0 && v->fd_idx == i)
+		return v->fd;
+	if (v->fd >= 0)
+		close(v->fd);
+	v->fd = -1;
+	if (objstore_open_obj(&v->e->os, v->obj[i], &v->fd))
+		return -EIO;
+	v->fd_idx = i;
+	return v->fd;
+}
+
 ssize_t engine_output_read(struct output_view *v, char *buf, size_t size,
 			   uint64_t off)
 {
 	size_t done = 0;
-	uint32_t lo = 0, hi = v->n;
 
-	if (off >= engine_output_size(v))
-		return 0;
-	/* the first chunk whose end lies beyond off */
-	while (lo < hi) {
-		uint32_t mid = lo + (hi - lo) / 2;
-
-		if (v->end[mid] <= off)
-			lo = mid + 1;
-		else
-			hi = mid;
-	}
-	for (uint32_t i = lo; i < v->n && done < size; i++) {
-		uint64_t start = i ? v->end[i - 1] : 0;
-		uint64_t in = off + done - start;
+	while (done < size && off + done < v->size) {
+		uint64_t pos = off + done, start, in;
+		uint32_t lo = 0, hi = v->n, i;
 		size_t want = size - done;
 		ssize_t n;
+		int fd;
 
-		if (v->fd < 0 || v->fd_idx != i) {
-			if (v->fd >= 0)
-				close(v->fd);
-			v->fd = -1;
-			if (objstore_open_obj(&v->e->os, v->obj[i], &v->fd))
-				return done ? (ssize_t)done : -EIO;
-			v->fd_idx = i;
+		if (pos < v->hlen) {
+			n = (ssize_t)(v->hlen - pos < want ? v->hlen - pos :
+				      want);
+			memcpy(buf + done, v->header + pos, (size_t)n);
+			done += (size_t)n;
+			continue;
 		}
-		if (want > v->end[i] - start - in)
-			want = (size_t)(v->end[i] - start - in);
-		n = pread(v->fd, buf + done, want, (off_t)in);
+		/* the first piece whose data ends beyond pos */
+		while (lo < hi) {
+			uint32_t mid = lo + (hi - lo) / 2;
+
+			if (v->end[mid] <= pos)
+				lo = mid + 1;
+			else
+				hi = mid;
+		}
+		i = lo;
+		start = i ? v->end[i - 1] + v->gap : v->hlen;
+		if (pos < start) {
+			/* silence between two pieces */
+			n = (ssize_t)(start - pos < want ? start - pos : want);
+			memset(buf + done, 0, (size_t)n);
+			done += (size_t)n;
+			continue;
+		}
+		in = pos - start;
+		if (want > v->end[i] - pos)
+			want = (size_t)(v->end[i] - pos);
+		fd = view_fd(v, i);
+		if (fd < 0)
+			return done ? (ssize_t)done : fd;
+		if (v->audio && v->enc[i] != v->fmt.enc) {
+			struct audio_fmt src = v->fmt;
+
+			src.enc = v->enc[i];
+			n = audio_read_converted(fd, &src, v->fmt.enc, in,
+						 buf + done, want);
+		} else {
+			n = pread(fd, buf + done, want, (off_t)in);
+			if (n < 0)
+				n = -errno;
+		}
 		if (n < 0)
-			return done ? (ssize_t)done : -errno;
-		done += (size_t)n;
-		if ((size_t)n < want)
+			return done ? (ssize_t)done : n;
+		if (n == 0)
 			break; /* object shorter than recorded */
+		done += (size_t)n;
 	}
 	return (ssize_t)done;
 }
@@ -1595,5 +1775,35 @@ void engine_output_close(struct output_view *v)
 		close(v->fd);
 	free(v->obj);
 	free(v->end);
+	free(v->enc);
 	free(v);
+}
+
+/* output.flac / output.ogg: the encoded object while it is valid. */
+int engine_encoded_stat(struct engine *e, const char *name, uint64_t *size)
+{
+	struct job *j;
+	int rc = -ENOENT;
+
+	LOCK(e);
+	j = job_find(e, name);
+	if (j && job_enc_valid(e, j)) {
+		*size = j->rec.enc_size;
+		rc = 0;
+	}
+	UNLOCK(e);
+	return rc;
+}
+
+int engine_encoded_open(struct engine *e, const char *name, int *fd_out)
+{
+	struct job *j;
+	int rc = -ENOENT;
+
+	LOCK(e);
+	j = job_find(e, name);
+	if (j && job_enc_valid(e, j))
+		rc = objstore_open_obj(&e->os, j->rec.enc_obj, fd_out);
+	UNLOCK(e);
+	return rc;
 }

@@ -604,6 +604,7 @@ int engine_open(const struct engine_opts *o, struct executor *ex,
 	pthread_mutex_init(&e->lock, NULL);
 	pthread_cond_init(&e->idle, NULL);
 	pthread_cond_init(&e->commit_cond, NULL);
+	pthread_cond_init(&e->encode_cond, NULL);
 
 	rc = objstore_open(o->store, &e->os, err, errlen);
 	if (rc)
@@ -1235,10 +1236,42 @@ static void job_check_finished(struct engine *e, struct job *j)
 	job_unmap_input(j);
 	job_event(j, 0, j->nfailed ? "run-failed" : "run-done", NULL);
 	job_bump(j);
+	engine_want_encode(e);
 }
 
 /* ------------------------------------------------------------------ */
 /* the commit thread */
+
+/*
+ * An audio chunk: libsndfile must read the worker's file (else the attempt
+ * fails with its reason); its samples, normalized to a headerless object,
+ * are what is published. Sets a->commit_rc and a->commit_err.
+ */
+static int publish_audio(struct engine *e, struct attempt *a)
+{
+	char name[96];
+	int fd, rc;
+
+	rc = objstore_tmp_create(&e->os, "pcm", name, sizeof(name), &fd);
+	if (rc) {
+		snprintf(a->commit_err, sizeof(a->commit_err),
+			 "cannot store output: %s", strerror(-rc));
+		return a->commit_rc = rc;
+	}
+	rc = audio_normalize(a->out_fd, fd, &a->fmt, a->commit_err,
+			     sizeof(a->commit_err));
+	if (!rc) {
+		rc = objstore_publish(&e->os, fd, e->os.tmp, name, a->obj,
+				      &a->obj_size);
+		if (rc)
+			snprintf(a->commit_err, sizeof(a->commit_err),
+				 "cannot store output: %s", strerror(-rc));
+	}
+	if (rc)
+		unlinkat(e->os.tmp, name, 0);
+	close(fd);
+	return a->commit_rc = rc;
+}
 
 static void commit_batch(struct engine *e, struct attempt **batch, size_t n,
 			 uint8_t (*dead)[SHA_LEN], size_t ndead)
@@ -1254,6 +1287,10 @@ static void commit_batch(struct engine *e, struct attempt **batch, size_t n,
 
 		pick_output(e, a, &dirfd, &name, &fd);
 		a->out_fd = fd;
+		if (SPEC_IS_AUDIO(a->job->spec.output)) {
+			rc = publish_audio(e, a);
+			continue;
+		}
 		rc = objstore_publish(&e->os, fd, dirfd, name, a->obj,
 				      &a->obj_size);
 		a->commit_rc = rc;
@@ -1285,6 +1322,10 @@ static void commit_batch(struct engine *e, struct attempt **batch, size_t n,
 		r.duration_ms = (uint32_t)((mono_now() - a->started_mono) *
 					   1000);
 		r.done_ms = wall_ms();
+		r.rate = a->fmt.rate;
+		r.channels = a->fmt.channels;
+		r.enc = a->fmt.enc;
+		r.frames = a->fmt.frames;
 		rc = db_obj_ref(t, a->obj, a->obj_size, +1, NULL);
 		if (!rc)
 			rc = db_chunk_put(t, a->job->id, a->n, &r, "");
@@ -1617,7 +1658,7 @@ int engine_start(struct engine *e)
 	rc = pthread_create(&e->commit_thread, NULL, commit_main, e);
 	if (rc)
 		return -rc;
-	rc = pthread_create(&e->sched_thread, NULL, sched_main, e);
+	rc = pthread_create(&e->encode_thread, NULL, encode_main, e);
 	if (rc) {
 		pthread_mutex_lock(&e->lock);
 		e->stop_commit = 1;
@@ -1626,7 +1667,22 @@ int engine_start(struct engine *e)
 		pthread_join(e->commit_thread, NULL);
 		return -rc;
 	}
+	rc = pthread_create(&e->sched_thread, NULL, sched_main, e);
+	if (rc) {
+		pthread_mutex_lock(&e->lock);
+		e->stop_commit = 1;
+		e->stop_encode = 1;
+		pthread_cond_signal(&e->commit_cond);
+		pthread_cond_signal(&e->encode_cond);
+		pthread_mutex_unlock(&e->lock);
+		pthread_join(e->commit_thread, NULL);
+		pthread_join(e->encode_thread, NULL);
+		return -rc;
+	}
 	e->started = 1;
+	pthread_mutex_lock(&e->lock);
+	engine_want_encode(e);
+	pthread_mutex_unlock(&e->lock);
 	return 0;
 }
 
@@ -1644,8 +1700,11 @@ void engine_shutdown(struct engine *e)
 	pthread_mutex_lock(&e->lock);
 	e->stop_commit = 1;
 	pthread_cond_signal(&e->commit_cond);
+	e->stop_encode = 1;
+	pthread_cond_signal(&e->encode_cond);
 	pthread_mutex_unlock(&e->lock);
 	pthread_join(e->commit_thread, NULL);
+	pthread_join(e->encode_thread, NULL);
 	e->shut = 1;
 }
 
@@ -1668,5 +1727,6 @@ void engine_close(struct engine *e)
 	pthread_mutex_destroy(&e->lock);
 	pthread_cond_destroy(&e->idle);
 	pthread_cond_destroy(&e->commit_cond);
+	pthread_cond_destroy(&e->encode_cond);
 	free(e);
 }

@@ -69,6 +69,8 @@ int engine_job_list(struct engine *e, engine_name_fn fn, void *arg);
 struct job_info {
 	char ext[17];
 	int has_output;          /* output.EXT exists */
+	int audio;               /* chunk files are WAV views */
+	const char *encoded;     /* "flac", "ogg": output.ENC when done */
 	int64_t created_ms, updated_ms;
 	uint32_t nchunks;
 	unsigned width;          /* digits in chunk file names */
@@ -155,5 +157,15 @@ ssize_t engine_output_read(struct output_view *v, char *buf, size_t size,
 			   uint64_t off);
 void engine_output_close(struct output_view *v);
 int engine_output_stat(struct engine *e, const char *name, uint64_t *size);
+
+/* output.flac / output.ogg once encoded; -ENOENT before, and whenever the
+ * chunks changed since. */
+int engine_encoded_stat(struct engine *e, const char *name, uint64_t *size);
+int engine_encoded_open(struct engine *e, const char *name, int *fd_out);
+
+/* Audio jobs: chunks/NNNN.wav is a view too (a header, then the chunk's
+ * samples in place). */
+int engine_chunk_view(struct engine *e, const char *name, uint32_t n,
+		      struct output_view **out);
 
 #endif

@@ -13,6 +13,7 @@
 #include <pthread.h>
 #include <stdint.h>
 
+#include "audio.h"
 #include "db.h"
 #include "engine.h"
 #include "exec.h"
@@ -85,6 +86,7 @@ struct attempt {
 	char commit_err[160];
 	uint8_t obj[SHA_LEN];
 	uint64_t obj_size;
+	struct audio_fmt fmt;        /* audio jobs: the samples' format */
 };
 
 struct job {
@@ -118,12 +120,21 @@ struct job {
 	char last_reject[320];       /* last rejected spec, verb or write */
 	int64_t last_reject_ms;
 	char last_error[320];        /* last store error */
+	char audio_problem[320];     /* why output.wav cannot be made */
 
 	int events_fd;
 	uint64_t events_len;
 
 	void *input_map;             /* while chunks run */
 	size_t input_map_len;
+
+	/* output.flac / output.ogg (encode.c) */
+	int encoding;                /* the encode thread works on it */
+	uint64_t enc_total;
+	volatile uint64_t enc_done;
+	uint64_t enc_checked;        /* version + 1 when enc_ok was found */
+	int enc_ok;
+	uint8_t enc_failed_key[SHA_LEN];
 
 	/* manifest cache */
 	char *manifest;
@@ -154,8 +165,11 @@ struct engine {
 	size_t ndead, capdead;
 	pthread_cond_t commit_cond;
 
+	pthread_cond_t encode_cond;
+	int encode_wanted, stop_encode;
+
 	int wake[2];                  /* self-pipe for the scheduler */
-	pthread_t sched_thread, commit_thread;
+	pthread_t sched_thread, commit_thread, encode_thread;
 	int started, stopping, stop_commit, shut;
 	double stop_deadline;
 };
@@ -189,6 +203,19 @@ int plan_job(struct engine *e, struct job *j, const char *new_spec,
 	     const uint8_t *input, size_t input_len,
 	     const uint8_t input_sha[SHA_LEN], int has_input);
 int job_input_name(const struct job *j, char *buf, size_t len);
+
+/* api.c: views */
+struct sha_ctx;
+int view_new_locked(struct engine *e, struct job *j, struct output_view **out);
+uint32_t view_pieces(const struct output_view *v);
+void view_hash(const struct output_view *v, struct sha_ctx *c);
+void view_format(const struct output_view *v, struct audio_fmt *fmt,
+		 uint64_t *header_len);
+
+/* encode.c */
+void *encode_main(void *arg);
+void engine_want_encode(struct engine *e);
+int job_enc_valid(struct engine *e, struct job *j);
 
 /* render.c */
 int render_status(struct engine *e, struct job *j, char **buf, size_t *len);

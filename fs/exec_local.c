@@ -262,20 +262,14 @@ static _Noreturn void watchdog_main(int rfd)
  */
 int exec_local_open(struct executor **out)
 {
-	int rc;
-	struct local_executor *ex = calloc(1, sizeof *ex);
-	if (ex == NULL)
-		return -ENOMEM;
-	ex->base.ops = &local_ops;
-
 	int p[2];
-	if (pipe2(p, O_CLOEXEC) < 0) {
-		rc = -errno;
-		goto free_ex;
-	}
+	if (pipe2(p, O_CLOEXEC) < 0)
+		return -errno;
 
 	/* Block every signal across fork, so no handler of the daemon runs
-	 * in the child before the child has reset them (git does the same). */
+	 * in the child before the child has reset them (git does the same).
+	 * The executor is allocated after the fork so that the watchdog
+	 * inherits no pointer into it (valgrind would call it lost there). */
 	sigset_t all, old;
 	sigfillset(&all);
 	pthread_sigmask(SIG_SETMASK, &all, &old);
@@ -286,18 +280,22 @@ int exec_local_open(struct executor **out)
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	close(p[0]);
 	if (pid < 0) {
-		rc = -fork_errno;
 		close(p[1]);
-		goto free_ex;
+		return -fork_errno;
 	}
+
+	struct local_executor *ex = calloc(1, sizeof *ex);
+	if (ex == NULL) {
+		close(p[1]); /* EOF: the watchdog exits */
+		while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
+			;
+		return -ENOMEM;
+	}
+	ex->base.ops = &local_ops;
 	ex->wd_fd = p[1];
 	ex->wd_pid = pid;
 	*out = &ex->base;
 	return 0;
-
-free_ex:
-	free(ex);
-	return rc;
 }
 
 /* ---- starting an attempt --------------------------------------------- */

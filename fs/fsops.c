@@ -47,6 +47,7 @@ enum kind {
 	K_CHUNKS,
 	K_LOGS,
 	K_OUTPUT,
+	K_ENCODED,
 	K_CHUNK,
 	K_LOG,
 };
@@ -153,6 +154,14 @@ static int parse_path(const char *path, struct node *nd)
 			nd->kind = K_OUTPUT;
 			return 0;
 		}
+		if (nd->info.encoded) {
+			snprintf(out, sizeof(out), "output.%s",
+				 nd->info.encoded);
+			if (!strcmp(p, out)) {
+				nd->kind = K_ENCODED;
+				return 0;
+			}
+		}
 		return -ENOENT;
 	}
 	if (!strncmp(p, "chunks/", 7)) {
@@ -248,6 +257,11 @@ static int fs_getattr(const char *path, struct stat *st,
 		rc = engine_output_stat(E(), nd.job, &size);
 		st->st_size = (off_t)size;
 		return rc;
+	case K_ENCODED:
+		st->st_mode = S_IFREG | 0444;
+		rc = engine_encoded_stat(E(), nd.job, &size);
+		st->st_size = (off_t)size;
+		return rc;
 	case K_CHUNK:
 		st->st_mode = S_IFREG | 0444;
 		rc = engine_chunk_stat(E(), nd.job, nd.n, &size, &mtime);
@@ -316,9 +330,20 @@ static int fs_readdir(const char *path, void *buf, fuse_fill_dir_t filler,
 			filler(buf, job_files[i].name, NULL, 0, 0);
 		if (nd.info.has_output) {
 			char out[32];
+			uint64_t size;
 
+			/* an audio output exists once chunk 1 is done and
+			 * the chunks can be joined */
 			snprintf(out, sizeof(out), "output.%s", nd.info.ext);
-			filler(buf, out, NULL, 0, 0);
+			if (!nd.info.audio ||
+			    engine_output_stat(E(), nd.job, &size) == 0)
+				filler(buf, out, NULL, 0, 0);
+			if (nd.info.encoded &&
+			    engine_encoded_stat(E(), nd.job, &size) == 0) {
+				snprintf(out, sizeof(out), "output.%s",
+					 nd.info.encoded);
+				filler(buf, out, NULL, 0, 0);
+			}
 		}
 		return 0;
 	case K_CHUNKS:
@@ -455,13 +480,19 @@ static int fs_open(const char *path, struct fuse_file_info *fi)
 		rc = engine_events_open(E(), nd.job, &h->fd);
 		break;
 	case K_CHUNK:
-		rc = engine_chunk_open(E(), nd.job, nd.n, &h->fd);
+		if (nd.info.audio)
+			rc = engine_chunk_view(E(), nd.job, nd.n, &h->ov);
+		else
+			rc = engine_chunk_open(E(), nd.job, nd.n, &h->fd);
 		break;
 	case K_LOG:
 		rc = engine_log_open(E(), nd.job, nd.n, &h->fd);
 		break;
 	case K_OUTPUT:
 		rc = engine_output_open(E(), nd.job, &h->ov);
+		break;
+	case K_ENCODED:
+		rc = engine_encoded_open(E(), nd.job, &h->fd);
 		break;
 	default:
 		rc = -EISDIR;
@@ -473,7 +504,7 @@ static int fs_open(const char *path, struct fuse_file_info *fi)
 	}
 	/* Everything but finished chunk outputs can change between opens:
 	 * bypass the page cache for it. */
-	fi->direct_io = nd.kind != K_CHUNK;
+	fi->direct_io = nd.kind != K_CHUNK && nd.kind != K_ENCODED;
 	fi->keep_cache = 0;
 	fi->fh = (uintptr_t)h;
 	return 0;

@@ -71,10 +71,14 @@ static int job_map_input_ro(struct engine *e, struct job *j, void **out,
 	return rc;
 }
 
-static void identity(const uint8_t text_sha[SHA_LEN], const char *cmd,
-		     const char *params, uint8_t out[SHA_LEN])
+/* The identity of a chunk under a spec. Whether outputs are audio is part
+ * of it too: an audio chunk's object holds normalized samples, not the
+ * worker's bytes, so the two kinds are never exchanged. */
+static void identity(const uint8_t text_sha[SHA_LEN], const struct spec *sp,
+		     uint8_t out[SHA_LEN])
 {
 	struct sha_ctx *c = sha_new();
+	const char *kind = SPEC_IS_AUDIO(sp->output) ? "audio" : "bytes";
 	uint64_t l;
 
 	if (!c) {
@@ -83,12 +87,13 @@ static void identity(const uint8_t text_sha[SHA_LEN], const char *cmd,
 	}
 	sha_update(c, "jobfs-chunk-1", 13);
 	sha_update(c, text_sha, SHA_LEN);
-	l = strlen(cmd);
+	l = strlen(sp->command_id);
 	sha_update(c, &l, sizeof(l));
-	sha_update(c, cmd, l);
-	l = strlen(params);
+	sha_update(c, sp->command_id, l);
+	l = strlen(sp->params);
 	sha_update(c, &l, sizeof(l));
-	sha_update(c, params, l);
+	sha_update(c, sp->params, l);
+	sha_update(c, kind, strlen(kind) + 1);
 	sha_final(c, out);
 }
 
@@ -101,6 +106,9 @@ struct old_done {
 	uint8_t obj[SHA_LEN];
 	uint64_t size;
 	uint32_t duration_ms;
+	uint32_t rate;
+	uint16_t channels, enc;
+	uint64_t frames;
 	int used;
 };
 
@@ -208,7 +216,7 @@ static void release_add(struct release_list *l, const uint8_t *sha)
 struct collect_ctx {
 	struct db_txn *t;
 	struct old_map *map;
-	const char *cmd, *params;
+	const struct spec *sp;
 	struct release_list *rel;
 	int rc;
 };
@@ -226,12 +234,16 @@ static int collect_old(void *arg, uint32_t n, const struct chunk_rec *r,
 	(void)errlen;
 	if (r->state != CHUNK_DONE)
 		return 0;
-	if (c->map->slots && c->cmd) {
-		identity(r->text_sha, c->cmd, c->params, d.ident);
+	if (c->map->slots && c->sp) {
+		identity(r->text_sha, c->sp, d.ident);
 		memcpy(d.text, r->text_sha, SHA_LEN);
 		memcpy(d.obj, r->obj, SHA_LEN);
 		d.size = r->obj_size;
 		d.duration_ms = r->duration_ms;
+		d.rate = r->rate;
+		d.channels = r->channels;
+		d.enc = r->enc;
+		d.frames = r->frames;
 		old_map_add(c->map, &d);
 	}
 	rc = db_obj_ref(c->t, r->obj, r->obj_size, -1, &refs);
@@ -248,7 +260,7 @@ struct cut_ctx {
 	struct db_txn *t;
 	const uint8_t *input;
 	const struct old_map *map;
-	const char *cmd, *params;
+	const struct spec *sp;
 	uint32_t n, reused, fresh, changed;
 	uint32_t max;
 	uint8_t *cs;
@@ -271,7 +283,7 @@ static int cut_one(void *arg, uint64_t start, uint64_t end)
 	r.end = end;
 	sha_buf(c->input + start, (size_t)(end - start), r.text_sha);
 	if (c->map->slots) {
-		identity(r.text_sha, c->cmd, c->params, ident);
+		identity(r.text_sha, c->sp, ident);
 		d = old_map_get(c->map, ident);
 	}
 	if (d) {
@@ -280,6 +292,10 @@ static int cut_one(void *arg, uint64_t start, uint64_t end)
 		memcpy(r.obj, d->obj, SHA_LEN);
 		r.obj_size = d->size;
 		r.duration_ms = d->duration_ms;
+		r.rate = d->rate;
+		r.channels = d->channels;
+		r.enc = d->enc;
+		r.frames = d->frames;
 		r.done_ms = wall_ms();
 		rc = db_obj_ref(c->t, d->obj, d->size, +1, NULL);
 		if (rc)
@@ -358,8 +374,7 @@ int plan_job(struct engine *e, struct job *j, const char *new_spec,
 		goto out;
 	{
 		struct collect_ctx c = {
-			t, &map, j->has_spec ? j->spec.command_id : NULL,
-			j->has_spec ? j->spec.params : NULL, &rel, 0
+			t, &map, j->has_spec ? &j->spec : NULL, &rel, 0
 		};
 
 		rc = db_chunk_iter(t, j->id, 1, collect_old, &c);
@@ -376,8 +391,7 @@ int plan_job(struct engine *e, struct job *j, const char *new_spec,
 	cut.map = &map;
 	cut.max = e->o.max_chunks;
 	if (sp && has_input) {
-		cut.cmd = sp->command_id;
-		cut.params = sp->params;
+		cut.sp = sp;
 		rc = chunker_cut((const char *)input, input_len, sp->by, sp->max,
 				 cut_one, &cut);
 		if (rc)
@@ -434,6 +448,7 @@ int plan_job(struct engine *e, struct job *j, const char *new_spec,
 	free(j->manifest);
 	j->manifest = NULL;
 	job_bump(j);
+	engine_want_encode(e);
 	rc = 0;
 out:
 	db_abort(t);

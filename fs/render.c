@@ -157,6 +157,90 @@ static void each_failed(struct engine *e, struct job *j, struct failed_ctx *c)
 	db_abort(t);
 }
 
+/* ---- audio jobs ---- */
+
+#define MISMATCH_MAX 5
+
+struct audio_sum {
+	double seconds;
+	uint32_t chunks;
+	struct audio_fmt ref;        /* of the lowest done chunk */
+	uint32_t ref_n;
+	uint32_t nmis;
+	struct { uint32_t n, rate, channels; } mis[MISMATCH_MAX];
+	struct job *j;
+};
+
+static int audio_add(void *arg, uint32_t n, const struct chunk_rec *r,
+		     const char *err, size_t errlen)
+{
+	struct audio_sum *a = arg;
+
+	(void)err;
+	(void)errlen;
+	if (n > a->j->nchunks || (a->j->cs[n - 1] & CS_MASK) != CS_DONE ||
+	    r->state != CHUNK_DONE || !r->rate)
+		return 0;
+	a->seconds += (double)r->frames / r->rate;
+	a->chunks++;
+	if (!a->ref_n) {
+		a->ref.rate = r->rate;
+		a->ref.channels = r->channels;
+		a->ref.enc = r->enc;
+		a->ref_n = n;
+	} else if (r->rate != a->ref.rate || r->channels != a->ref.channels) {
+		if (a->nmis < MISMATCH_MAX) {
+			a->mis[a->nmis].n = n;
+			a->mis[a->nmis].rate = r->rate;
+			a->mis[a->nmis].channels = r->channels;
+		}
+		a->nmis++;
+	}
+	return 0;
+}
+
+/* Walks the done chunks' records: audio jobs only, and only when status
+ * is read. */
+static int audio_summary(struct engine *e, struct job *j, struct audio_sum *a)
+{
+	struct db_txn *t;
+
+	memset(a, 0, sizeof(*a));
+	a->j = j;
+	if (!j->has_spec || !SPEC_IS_AUDIO(j->spec.output))
+		return 0;
+	if (db_begin(e->db, 0, &t))
+		return 0;
+	db_chunk_iter(t, j->id, 1, audio_add, a);
+	db_abort(t);
+	return 1;
+}
+
+static const char *plural(unsigned n)
+{
+	return n == 1 ? "" : "s";
+}
+
+/* "output.flac ready (N bytes)", "encoding output.flac: 45%", ... */
+static const char *encode_state(struct engine *e, struct job *j,
+				double *progress)
+{
+	*progress = 0;
+	if (!j->has_spec || !spec_encoded_ext(j->spec.output))
+		return NULL;
+	if (j->encoding) {
+		*progress = j->enc_total ?
+			(double)j->enc_done / j->enc_total : 0;
+		return "encoding";
+	}
+	if (job_enc_valid(e, j))
+		return "ready";
+	if (j->nchunks && j->ndone == j->nchunks)
+		return j->last_error[0] &&
+			strstr(j->last_error, "encode") ? "failed" : "pending";
+	return "waiting";
+}
+
 int render_status(struct engine *e, struct job *j, char **buf, size_t *len)
 {
 	struct sbuf b = { 0 };
@@ -196,6 +280,41 @@ int render_status(struct engine *e, struct job *j, char **buf, size_t *len)
 			  "changed)\n", j->rec.nchunks, j->rec.plan_reused,
 			  j->rec.nchunks - j->rec.plan_reused,
 			  j->rec.plan_new, j->rec.plan_changed);
+	{
+		struct audio_sum a;
+		double p;
+		const char *es;
+
+		if (audio_summary(e, j, &a) && a.chunks) {
+			sb_printf(&b, "audio    %.3f s in %" PRIu32 " chunk%s, %"
+				  PRIu32 " Hz, %u channel%s, %s\n", a.seconds,
+				  a.chunks, plural(a.chunks), a.ref.rate,
+				  a.ref.channels, plural(a.ref.channels),
+				  audio_enc_name(a.ref.enc));
+			for (uint32_t i = 0; i < a.nmis && i < MISMATCH_MAX;
+			     i++)
+				sb_printf(&b, "mismatch chunk %" PRIu32 " is %"
+					  PRIu32 " Hz, %" PRIu32 " channel%s; "
+					  "chunk %" PRIu32 " is %" PRIu32
+					  " Hz, %u channel%s: output.wav is "
+					  "not produced\n", a.mis[i].n,
+					  a.mis[i].rate, a.mis[i].channels,
+					  plural(a.mis[i].channels), a.ref_n,
+					  a.ref.rate, a.ref.channels,
+					  plural(a.ref.channels));
+		}
+		es = encode_state(e, j, &p);
+		if (es && !strcmp(es, "encoding"))
+			sb_printf(&b, "encode   output.%s: %.0f%%\n",
+				  spec_encoded_ext(j->spec.output), p * 100);
+		else if (es && !strcmp(es, "ready"))
+			sb_printf(&b, "encode   output.%s ready (%" PRIu64
+				  " bytes)\n", spec_encoded_ext(j->spec.output),
+				  j->rec.enc_size);
+		else if (es && !strcmp(es, "pending"))
+			sb_printf(&b, "encode   output.%s: starting\n",
+				  spec_encoded_ext(j->spec.output));
+	}
 	if (j->nrunning + j->ncommit) {
 		unsigned shown = 0;
 
@@ -347,6 +466,54 @@ int render_status_json(struct engine *e, struct job *j, char **buf,
 		cJSON_AddStringToObject(o, "last_error", j->last_error);
 	else
 		cJSON_AddNullToObject(o, "last_error");
+	{
+		struct audio_sum a;
+
+		if (audio_summary(e, j, &a)) {
+			cJSON *au = cJSON_AddObjectToObject(o, "audio"), *m;
+			const char *es;
+			double p;
+
+			cJSON_AddNumberToObject(au, "seconds",
+						round(a.seconds * 1000) / 1000);
+			cJSON_AddNumberToObject(au, "chunks", a.chunks);
+			if (a.chunks) {
+				cJSON_AddNumberToObject(au, "rate", a.ref.rate);
+				cJSON_AddNumberToObject(au, "channels",
+							a.ref.channels);
+				cJSON_AddStringToObject(au, "encoding",
+						audio_enc_name(a.ref.enc));
+			}
+			m = cJSON_AddArrayToObject(au, "mismatched");
+			for (uint32_t i = 0; i < a.nmis && i < MISMATCH_MAX;
+			     i++) {
+				cJSON *x = cJSON_CreateObject();
+
+				cJSON_AddNumberToObject(x, "chunk", a.mis[i].n);
+				cJSON_AddNumberToObject(x, "rate",
+							a.mis[i].rate);
+				cJSON_AddNumberToObject(x, "channels",
+							a.mis[i].channels);
+				cJSON_AddItemToArray(m, x);
+			}
+			es = encode_state(e, j, &p);
+			if (es) {
+				cJSON *en = cJSON_AddObjectToObject(au,
+								    "encoded");
+
+				cJSON_AddStringToObject(en, "file",
+					spec_encoded_ext(j->spec.output));
+				cJSON_AddStringToObject(en, "state", es);
+				cJSON_AddNumberToObject(en, "progress",
+							round(p * 1000) / 1000);
+				if (!strcmp(es, "ready"))
+					cJSON_AddNumberToObject(en, "size",
+						(double)j->rec.enc_size);
+			}
+		} else {
+			cJSON_AddNullToObject(o, "audio");
+		}
+	}
 	return print_json(o, buf, len);
 }
 
@@ -374,6 +541,7 @@ struct manifest_ctx {
 	struct job *j;
 	unsigned width;
 	int first;
+	double audio_seconds;
 };
 
 static int manifest_chunk(void *arg, uint32_t n, const struct chunk_rec *r,
@@ -401,6 +569,11 @@ static int manifest_chunk(void *arg, uint32_t n, const struct chunk_rec *r,
 			  c->j->spec.ext, ohex, r->obj_size,
 			  r->duration_ms / 1000.0,
 			  (r->flags & CHUNK_F_REUSED) ? "true" : "false");
+		if (r->rate) {
+			sb_printf(c->b, ", \"audio_seconds\": %.3f",
+				  (double)r->frames / r->rate);
+			c->audio_seconds += (double)r->frames / r->rate;
+		}
 	} else {
 		sb_printf(c->b, ", \"output\": null");
 	}
@@ -424,7 +597,7 @@ static int manifest_chunk(void *arg, uint32_t n, const struct chunk_rec *r,
 int render_manifest(struct engine *e, struct job *j, char **buf, size_t *len)
 {
 	struct sbuf b = { 0 };
-	struct manifest_ctx c = { &b, j, job_width(j), 1 };
+	struct manifest_ctx c = { &b, j, job_width(j), 1, 0 };
 	struct db_txn *t;
 	char created[40], updated[40], hex[SHA_HEX_LEN + 1];
 	cJSON *head = cJSON_CreateObject();
@@ -498,7 +671,10 @@ int render_manifest(struct engine *e, struct job *j, char **buf, size_t *len)
 		free(b.p);
 		return rc;
 	}
-	sb_printf(&b, "%s]\n}\n", c.first ? "" : "\n  ");
+	sb_printf(&b, "%s]", c.first ? "" : "\n  ");
+	if (j->has_spec && SPEC_IS_AUDIO(j->spec.output))
+		sb_printf(&b, ",\n  \"audio_seconds\": %.3f", c.audio_seconds);
+	sb_printf(&b, "\n}\n");
 	if (b.oom) {
 		free(b.p);
 		return -ENOMEM;

@@ -59,6 +59,13 @@ struct job_rec {
 	uint32_t plan_new;       /* ... whose text is new */
 	uint32_t plan_changed;   /* ... whose text was done under another
 				  * command or params */
+	/* audio jobs with "output": "flac" or "ogg": the encoded output,
+	 * valid while enc_key matches the joined chunks (fs/encode.c) */
+	uint8_t enc_key[SHA_LEN];
+	uint8_t enc_obj[SHA_LEN];
+	uint64_t enc_size;
+	uint32_t has_enc;
+	uint32_t reserved;
 };
 
 enum chunk_state {
@@ -82,8 +89,12 @@ struct chunk_rec {
 	uint8_t obj[SHA_LEN];   /* output object when done */
 	uint64_t obj_size;
 	uint32_t duration_ms;   /* of the attempt that produced the output */
-	uint32_t reserved2;
+	uint32_t rate;          /* audio chunks: sample rate, else 0 */
 	int64_t done_ms;        /* when it became done */
+	uint64_t frames;        /* audio chunks: frames in the object */
+	uint16_t channels;      /* audio chunks */
+	uint16_t enc;           /* audio chunks: enum audio_enc */
+	uint32_t reserved2;
 };
 
 struct obj_rec {

@@ -1168,19 +1168,53 @@ static int f_ext(struct ctx *c, const cJSON *n, size_t idx, struct spec *s)
 static int f_output(struct ctx *c, const cJSON *n, size_t idx,
 		    struct spec *s)
 {
-	static const char *const choices[] = { "concat", "none" };
+	static const char *const choices[] = { "concat", "none", "wav",
+					       "flac", "ogg" };
 
 	if (cJSON_IsString(n) && !c->v[idx].has_nul) {
-		if (!strcmp(n->valuestring, "concat")) {
-			s->output = SPEC_OUTPUT_CONCAT;
-			return 0;
-		}
-		if (!strcmp(n->valuestring, "none")) {
-			s->output = SPEC_OUTPUT_NONE;
-			return 0;
+		for (size_t i = 0; i < sizeof(choices) / sizeof(choices[0]);
+		     i++) {
+			if (!strcmp(n->valuestring, choices[i])) {
+				s->output = (enum spec_output)i;
+				return 0;
+			}
 		}
 	}
-	return bad_choice(c, n, idx, "output", choices, 2);
+	return bad_choice(c, n, idx, "output", choices,
+			  sizeof(choices) / sizeof(choices[0]));
+}
+
+const char *spec_encoded_ext(enum spec_output o)
+{
+	return o == SPEC_OUTPUT_FLAC ? "flac" : o == SPEC_OUTPUT_OGG ? "ogg" :
+		NULL;
+}
+
+static int f_join_gap(struct ctx *c, const cJSON *n, size_t idx,
+		      struct spec *s)
+{
+	uint64_t v;
+	int rc;
+
+	rc = want_u64(c, n, idx, "join.gap_ms", "an integer number of "
+		      "milliseconds from 0 to 60000", 0, SPEC_MAX_GAP_MS, &v);
+	if (!rc)
+		s->gap_ms = (uint32_t)v;
+	return rc;
+}
+
+static const struct field join_fields[] = {
+	{ "gap_ms", f_join_gap },
+};
+
+static int f_join(struct ctx *c, const cJSON *n, size_t idx, struct spec *s)
+{
+	if (!cJSON_IsObject(n))
+		return bad_value(c, n, idx, "join", "an object such as "
+				 "{\"gap_ms\": 300}");
+	return parse_object(c, n, idx, join_fields,
+			    sizeof(join_fields) / sizeof(join_fields[0]),
+			    "join", s);
 }
 
 static int env_name_ok(const char *k)
@@ -1308,6 +1342,7 @@ static const struct field top_fields[] = {
 	{ "no_retry", f_no_retry },
 	{ "ext", f_ext },
 	{ "output", f_output },
+	{ "join", f_join },
 	{ "env", f_env },
 	{ "params", f_params },
 	{ "priority", f_priority },
@@ -1375,12 +1410,21 @@ int spec_parse(const char *text, size_t len, struct spec *out,
 	s.backoff_initial = 1;
 	s.backoff_factor = 2;
 	s.backoff_max = 60;
-	strcpy(s.ext, "out");
+	s.ext[0] = '\0';  /* unset: the default depends on output */
 	s.output = SPEC_OUTPUT_CONCAT;
 	rc = parse_object(&c, root, 0, top_fields,
 			  sizeof(top_fields) / sizeof(top_fields[0]), NULL, &s);
 	if (!rc && !s.shell && !s.argv)
 		rc = fail(&c, -EINVAL, "'command' is required");
+	if (!rc && SPEC_IS_AUDIO(s.output) && s.ext[0] &&
+	    strcmp(s.ext, "wav"))
+		rc = fail(&c, -EINVAL, "'ext' must be \"wav\" for audio output "
+			  "(the chunks are WAV files), got \"%s\"", s.ext);
+	if (!rc && !SPEC_IS_AUDIO(s.output) && s.gap_ms)
+		rc = fail(&c, -EINVAL, "'join.gap_ms' applies to audio output "
+			  "only (\"output\": \"wav\", \"flac\" or \"ogg\")");
+	if (!rc && !s.ext[0])
+		strcpy(s.ext, SPEC_IS_AUDIO(s.output) ? "wav" : "out");
 	if (!rc && !s.params) {
 		s.params = strdup("null");
 		if (!s.params)
@@ -1526,8 +1570,11 @@ char *spec_to_json(const struct spec *s)
 			goto free_root;
 	if (!cJSON_AddStringToObject(root, "ext", s->ext) ||
 	    !cJSON_AddStringToObject(root, "output",
-				     s->output == SPEC_OUTPUT_NONE ? "none" :
-				     "concat") ||
+				     (const char *[]){ "concat", "none", "wav",
+						       "flac", "ogg" }
+				     [s->output]) ||
+	    !(o = cJSON_AddObjectToObject(root, "join")) ||
+	    !cJSON_AddNumberToObject(o, "gap_ms", s->gap_ms) ||
 	    !add_env(root, s->env))
 		goto free_root;
 	/* params is already compact JSON text; emitting it raw keeps it byte

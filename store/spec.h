@@ -22,7 +22,18 @@
 enum spec_output {
 	SPEC_OUTPUT_CONCAT = 0, /* default: output.EXT = chunks joined */
 	SPEC_OUTPUT_NONE,       /* no output.EXT file */
+	SPEC_OUTPUT_WAV,        /* audio chunks, checked; output.wav */
+	SPEC_OUTPUT_FLAC,       /* ... and output.flac when done */
+	SPEC_OUTPUT_OGG,        /* ... and output.ogg when done */
 };
+
+#define SPEC_MAX_GAP_MS 60000
+
+/* Whether chunks of this output are audio (WAV) chunks. */
+#define SPEC_IS_AUDIO(o) ((o) >= SPEC_OUTPUT_WAV)
+
+/* The name of an output's encoded file ("flac", "ogg"), or NULL. */
+const char *spec_encoded_ext(enum spec_output o);
 
 struct spec {
 	/* Exactly one of shell/argv is set. shell is run as /bin/sh -c shell;
@@ -43,8 +54,10 @@ struct spec {
 	int *no_retry;          /* exit codes that fail at once */
 	size_t n_no_retry;
 
-	char ext[SPEC_MAX_EXT + 1]; /* default "out"; [A-Za-z0-9]{1,16} */
+	char ext[SPEC_MAX_EXT + 1]; /* default "out" ("wav" for audio);
+				     * [A-Za-z0-9]{1,16} */
 	enum spec_output output;
+	uint32_t gap_ms;        /* join.gap_ms: silence between audio chunks */
 
 	char **env;             /* "KEY=VALUE", NULL-terminated, may be NULL */
 	char *params;           /* compact JSON text of params, "null" if absent */

@@ -191,15 +191,18 @@ struct ttok {
 static size_t t_tokens(const unsigned char *s, size_t n, struct ttok **out)
 {
 	struct ttok *v = NULL, *t;
-	size_t cnt = 0, i = 0, nl;
+	size_t cnt = 0, cap = 0, i = 0, nl;
 
 	while (i < n && t_space(s[i]))
 		i++;
 	while (i < n) {
-		v = realloc(v, (cnt + 1) * sizeof(*v));
-		if (!v) {
-			perror("realloc");
-			exit(2);
+		if (cnt == cap) {
+			cap = cap ? 2 * cap : 16;
+			v = realloc(v, cap * sizeof(*v));
+			if (!v) {
+				perror("realloc");
+				exit(2);
+			}
 		}
 		t = &v[cnt];
 		t->start = cnt ? i : 0;
@@ -309,17 +312,6 @@ static void dump(const char *why, const unsigned char *s, size_t n,
 	fprintf(stderr, "\"\n");
 }
 
-/* Level of the boundary at p: the level of the token that ends there. */
-static int t_level_at(const struct ttok *tok, size_t ntok, size_t p)
-{
-	size_t i;
-
-	for (i = 0; i < ntok; i++)
-		if (tok[i].end == p)
-			return tok[i].level;
-	return -1;
-}
-
 /*
  * Check r (a complete cut of s by (by, max)) against invariants 1-4 and
  * the mode's own rules. Returns true if all hold.
@@ -331,7 +323,7 @@ static bool check_cut(const unsigned char *s, size_t n, enum chunk_by by,
 	bool packed = by == CHUNK_BY_PARAGRAPH || by == CHUNK_BY_SENTENCE;
 	int top = by == CHUNK_BY_PARAGRAPH ? T_PARA : T_SENT;
 	struct ttok *tok = NULL;
-	size_t ntok, i, j, a, b, p, lines;
+	size_t ntok, i, j, jt = 0, a, b, p, lines;
 	int lin, ls, le;
 
 #define FAIL(...)                                                          \
@@ -408,15 +400,19 @@ static bool check_cut(const unsigned char *s, size_t n, enum chunk_by by,
 		/* rule D: a chunk spanning a boundary of some level starts
 		 * and ends on boundaries of at least that level */
 		if (packed) {
+			/* chunks and tokens are both in order, so one
+			 * walk over the tokens serves all chunks */
+			while (jt < ntok && tok[jt].end <= a)
+				jt++;
+			ls = a == 0 ? T_INPUT :
+			     jt && tok[jt - 1].end == a ? tok[jt - 1].level : -1;
 			lin = -1;
-			for (j = 0; j < ntok; j++)
-				if (tok[j].end > a && tok[j].end < b &&
-				    tok[j].level > lin)
+			for (j = jt; j < ntok && tok[j].end < b; j++)
+				if (tok[j].level > lin)
 					lin = tok[j].level;
+			le = j < ntok && tok[j].end == b ? tok[j].level : -1;
 			if (lin > top)
 				lin = top;
-			ls = a == 0 ? T_INPUT : t_level_at(tok, ntok, a);
-			le = t_level_at(tok, ntok, b);
 			if (lin >= 0 && (ls < lin || le < lin))
 				FAIL("spans a level-%d boundary but has ends of "
 				     "level %d and %d", lin, ls, le);
@@ -570,6 +566,21 @@ static void test_paragraph(void)
 	/* a truncated sequence is two invalid bytes, so two characters */
 	EXPECT("\xe2\x80 a", P, 3, "\xe2\x80 ", "a");
 	EXPECT("\xe2\x80\xa6 a", P, 3, "\xe2\x80\xa6 a");
+	/* overlong forms, surrogates and values past U+10FFFF are invalid:
+	 * one character per byte; their neighbours are valid */
+	EXPECT("\xe0\x80\xaf a", P, 4, "\xe0\x80\xaf ", "a");
+	EXPECT("\xe0\xa0\x80 a", P, 3, "\xe0\xa0\x80 a");
+	EXPECT("\xed\xa0\x80 a", P, 4, "\xed\xa0\x80 ", "a");
+	EXPECT("\xed\x9f\xbf a", P, 3, "\xed\x9f\xbf a");
+	EXPECT("\xf0\x8f\xbf\xbf a", P, 5, "\xf0\x8f\xbf\xbf ", "a");
+	EXPECT("\xf0\x90\x80\x80 a", P, 3, "\xf0\x90\x80\x80 a");
+	EXPECT("\xf4\x90\x80\x80 a", P, 5, "\xf4\x90\x80\x80 ", "a");
+	EXPECT("\xf4\x8f\xbf\xbf a", P, 3, "\xf4\x8f\xbf\xbf a");
+	EXPECT("\xf5\x80\x80\x80 a", P, 5, "\xf5\x80\x80\x80 ", "a");
+	EXPECT("\xc1\xbf a", P, 3, "\xc1\xbf ", "a");
+	EXPECT("\xc2\x80 a", P, 3, "\xc2\x80 a");
+	/* a sequence cut short by the end of the input */
+	EXPECT("a \xe6\x97", P, 3, "a ", "\xe6\x97");
 
 	/* leading and trailing whitespace are not counted against max */
 	EXPECT("\n\n   abc", P, 3, "\n\n   abc");
@@ -862,7 +873,11 @@ static size_t gen_text(char *buf, size_t cap)
 		P("\x80"), P("\xff"), P("a\0b"), P("\0"),
 		P("\xe2\x80"), P("\xf0\x9f\x98\x80"), P("\xed\xa0\x80"),
 		P("\xc0\xaf"), P("3.14"), P("e.g."), P("\"quoted"),
-		P("\xe2\x80\x9cso"),
+		P("\xe2\x80\x9cso"), P("\xe0\x80\xaf"), P("\xe0\xa0\x80"),
+		P("\xf4\x8f\xbf\xbf"), P("\xf4\x90\x80\x80"),
+		P("\xf0\x8f\xbf\xbf"), P("\xf5\x80\x80\x80"),
+		P("\xf8\x88\x80\x80\x80"), P("\xc1\xbf"), P("\xc2\x80"),
+		P("\xed\x9f\xbf"), P("\xee\x80\x80"),
 	};
 	static const struct piece puncts[] = {
 		P("."), P("!"), P("?"), P("\xe2\x80\xa6"), P(".\""),
@@ -899,7 +914,8 @@ static size_t gen_text(char *buf, size_t cap)
 static size_t gen_bytes(char *buf, size_t cap)
 {
 	static const char alpha[] = " \n\n\t.!?\"')a b\x80\xff\xe2\x80\xa6"
-				    "\x9d\x99\xc2\xbb\xc3\xa9\xf0\x9f\x98";
+				    "\x9d\x99\xc2\xbb\xc3\xa9\xf0\x9f\x98"
+				    "\xe0\xa0\xed\xf4\x90\x8f\xf5\xc1";
 	size_t len = pick(cap < 120 ? cap : 120), i;
 
 	for (i = 0; i < len; i++)

@@ -222,16 +222,56 @@ static int wait_group_size(pid_t pgid, int n)
 	return live;
 }
 
-static int count_fds(void)
+/* Open descriptors of a process below 1000 (valgrind keeps its own at
+ * the top of the table, even in a forked child); -1 on error. */
+static int count_fds_of(const char *pid)
 {
-	DIR *d = opendir("/proc/self/fd");
+	char path[64];
+	snprintf(path, sizeof path, "/proc/%s/fd", pid);
+	DIR *d = opendir(path);
+	struct dirent *e;
 	int n = 0;
 	if (d == NULL)
 		return -1;
-	while (readdir(d) != NULL)
-		n++;
+	while ((e = readdir(d)) != NULL)
+		if (e->d_name[0] != '.' && atoi(e->d_name) < 1000)
+			n++;
 	closedir(d);
 	return n;
+}
+
+static int count_fds(void)
+{
+	return count_fds_of("self");
+}
+
+/* The pid of our child named jobfs-watchdog, or 0. */
+static pid_t find_watchdog(void)
+{
+	DIR *d = opendir("/proc");
+	struct dirent *e;
+	pid_t found = 0;
+	if (d == NULL)
+		return 0;
+	while (found == 0 && (e = readdir(d)) != NULL) {
+		char state, path[300], comm[32] = "";
+		int ppid, pgrp;
+		if (e->d_name[0] < '0' || e->d_name[0] > '9' ||
+		    proc_stat(e->d_name, &state, &ppid, &pgrp) < 0 ||
+		    ppid != getpid())
+			continue;
+		snprintf(path, sizeof path, "/proc/%s/comm", e->d_name);
+		int fd = open(path, O_RDONLY | O_CLOEXEC);
+		if (fd < 0)
+			continue;
+		ssize_t n = read(fd, comm, sizeof comm - 1);
+		close(fd);
+		comm[n > 0 ? n : 0] = '\0';
+		if (strcmp(comm, "jobfs-watchdog\n") == 0)
+			found = (pid_t)atoi(e->d_name);
+	}
+	closedir(d);
+	return found;
 }
 
 /* Start a shell tree whose first line of output is its pid ($$) and
@@ -721,6 +761,27 @@ static void test_watchdog(void)
 		CHECK_EQ_U64(wait_group_dead(pgid), 0);
 }
 
+/* The watchdog holds only its pipe, has a session of its own and shrugs
+ * off the signals a terminal or an init script would send. */
+static void test_watchdog_process(void)
+{
+	pid_t wd = find_watchdog();
+	CHECK(wd > 0);
+	if (wd <= 0)
+		return;
+	char name[16];
+	snprintf(name, sizeof name, "%d", (int)wd);
+	CHECK_EQ_U64(count_fds_of(name), 1); /* its pipe */
+	CHECK(getsid(wd) == wd && getsid(wd) != getsid(0));
+	kill(wd, SIGTERM);
+	kill(wd, SIGINT);
+	kill(wd, SIGHUP);
+	sleep_ms(100);
+	char state;
+	int ppid, pgrp;
+	CHECK(proc_stat(name, &state, &ppid, &pgrp) == 0 && state != 'Z');
+}
+
 static void test_max_output(struct executor *ex)
 {
 	struct exec_result r;
@@ -822,6 +883,7 @@ int main(int argc, char **argv)
 	test_tree_kill(ex);
 	test_leftovers(ex);
 	test_free_running(ex);
+	test_watchdog_process();
 	test_max_output(ex);
 	test_many(ex);
 	exec_close(ex);

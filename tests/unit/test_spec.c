@@ -268,11 +268,20 @@ static void test_rejections(void)
 	    "spec: 'attempts' must be an integer from 1 to 1000, got 1001");
 	BAD(CMD "\"attempts\":[3]}",
 	    "spec: 'attempts' must be an integer from 1 to 1000, got an array");
-	BAD(CMD "\"output\":\"cat\"}",
-	    "spec: 'output' must be \"concat\" or \"none\", got \"cat\"");
+	BAD(CMD "\"output\":\"mp3\"}",
+	    "spec: 'output' must be one of \"concat\", \"none\", \"wav\", "
+	    "\"flac\" or \"ogg\", got \"mp3\"");
 	BAD(CMD "\"output\":\"nnoe\"}",
-	    "spec: 'output' must be \"concat\" or \"none\", got \"nnoe\" "
-	    "(did you mean \"none\"?)");
+	    "spec: 'output' must be one of \"concat\", \"none\", \"wav\", "
+	    "\"flac\" or \"ogg\", got \"nnoe\" (did you mean \"none\"?)");
+	BAD(CMD "\"output\":\"wav\",\"ext\":\"mp3\"}",
+	    "spec: 'ext' must be \"wav\" for audio output (the chunks are WAV "
+	    "files), got \"mp3\"");
+	BAD_HAS(CMD "\"join\":{\"gap_ms\":300}}", "applies to audio output");
+	BAD_HAS(CMD "\"output\":\"wav\",\"join\":{\"gap_ms\":60001}}",
+		"'join.gap_ms' must be");
+	BAD_HAS(CMD "\"output\":\"wav\",\"join\":{\"gapms\":3}}",
+		"unknown key 'gapms' in 'join'");
 	BAD(CMD "\"chunking\":{\"by\":\"word\"}}",
 	    "spec: 'chunking.by' must be one of \"paragraph\", \"sentence\", "
 	    "\"line\", \"bytes\" or \"whole\", got \"word\"");
@@ -364,7 +373,7 @@ static void test_rejections(void)
 	BAD_HAS(CMD "\"ext\":5}", "'ext' must be");
 	BAD_HAS(CMD "\"ext\":\"w\\u0000v\"}", "'ext' must be");
 	BAD_HAS(CMD "\"ext\":\"w\xc3\xa9\"}", "'ext' must be");
-	BAD_HAS(CMD "\"output\":0}", "'output' must be \"concat\" or \"none\"");
+	BAD_HAS(CMD "\"output\":0}", "'output' must be one of \"concat\"");
 	BAD_HAS(CMD "\"output\":\"none\\u0000\"}", "'output' must be");
 	BAD_HAS(CMD "\"env\":[]}", "'env' must be an object of strings, got "
 		"an array");
@@ -690,9 +699,16 @@ static void test_to_json(void)
 		    "\"paragraph\",\"max\":0},\"parallel\":1,\"attempts\":3,"
 		    "\"backoff\":{\"initial\":1,\"factor\":2,\"max\":60},"
 		    "\"timeout\":0,\"no_retry\":[],\"ext\":\"out\",\"output\":"
-		    "\"concat\",\"env\":{},\"params\":null,\"priority\":0,"
-		    "\"max_output\":0}"));
+		    "\"concat\",\"join\":{\"gap_ms\":0},\"env\":{},"
+		    "\"params\":null,\"priority\":0,\"max_output\":0}"));
 	free(j);
+	spec_release(&s);
+	/* audio: ext defaults to wav, join.gap_ms kept */
+	CHECK(parse("{\"command\":\"x\",\"output\":\"flac\","
+		    "\"join\":{\"gap_ms\":300}}", &s) == 0);
+	CHECK(streq(s.ext, "wav"));
+	CHECK(s.output == SPEC_OUTPUT_FLAC && s.gap_ms == 300);
+	CHECK(streq(spec_encoded_ext(s.output), "flac"));
 	spec_release(&s);
 
 	CHECK(parse(full, &s) == 0);
