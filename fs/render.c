@@ -330,13 +330,24 @@ int render_status(struct engine *e, struct job *j, char **buf, size_t *len)
 		}
 	}
 	if (j->nwaits) {
+		struct db_txn *t = NULL;
+
 		sb_printf(&b, "waiting\n");
+		db_begin(e->db, 0, &t);
 		for (size_t i = 0; i < j->nwaits && i < SHOW_MAX; i++) {
+			struct chunk_rec r;
+			char err[DB_ERR_MAX + 1] = "";
+
+			if (!t || db_chunk_get(t, j->id, j->waits[i].n, &r,
+					       err))
+				r.attempts = 0;
 			fmt_duration(j->waits[i].when - mono_now(), t1,
 				     sizeof(t1));
-			sb_printf(&b, "  chunk %" PRIu32 ": retry in %s\n",
-				  j->waits[i].n, t1);
+			sb_printf(&b, "  chunk %" PRIu32 ": attempt %" PRIu32
+				  " failed (%s), retry in %s\n",
+				  j->waits[i].n, r.attempts, err, t1);
 		}
+		db_abort(t);
 	}
 	if (j->nfailed) {
 		struct failed_ctx c = { &b, NULL, 0 };
@@ -442,10 +453,23 @@ int render_status_json(struct engine *e, struct job *j, char **buf,
 	for (size_t i = 0; i < j->nwaits; i++) {
 		cJSON *r = cJSON_CreateObject();
 
+		struct chunk_rec rec;
+		char err[DB_ERR_MAX + 1] = "";
+		struct db_txn *t;
+
 		cJSON_AddNumberToObject(r, "chunk", j->waits[i].n);
 		cJSON_AddNumberToObject(r, "retry_in",
 					round((j->waits[i].when - mono_now()) *
 					      1000) / 1000);
+		if (db_begin(e->db, 0, &t) == 0) {
+			if (db_chunk_get(t, j->id, j->waits[i].n, &rec,
+					 err) == 0) {
+				cJSON_AddNumberToObject(r, "attempts",
+							rec.attempts);
+				cJSON_AddStringToObject(r, "error", err);
+			}
+			db_abort(t);
+		}
 		cJSON_AddItemToArray(arr, r);
 	}
 	arr = cJSON_AddArrayToObject(o, "failed");

@@ -194,8 +194,16 @@ static void tok_scan(const struct cut *c, size_t pos, struct tok *t)
 
 	while (i < n && is_space(b[i]))
 		i++;
-	while (i < n && !is_space(b[i])) {
-		i += utf8_next(b + i, n - i, &cp);
+	while (i < n) {
+		/* ASCII first: it is most of most inputs, and only ASCII
+		 * can be whitespace. */
+		if (b[i] < 0x80) {
+			if (is_space(b[i]))
+				break;
+			cp = b[i++];
+		} else {
+			i += utf8_next(b + i, n - i, &cp);
+		}
 		chars++;
 		/* A closer keeps a pending terminator; anything else clears
 		 * it, so only a word ending in terminator + closers counts. */

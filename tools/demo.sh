@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
-# demo.sh - a whole jobfs session on the default store: mount, a job over a
-# 15-paragraph text, one chunk that fails once and is retried, the joined
-# output copied out, unmount. Run through tools/quickstart demo.
+# demo.sh - a whole jobfs session on the default store: mount, a job that
+# turns a 15-paragraph text into speech with espeak-ng, one chunk that fails
+# once and is retried, output.wav copied out, unmount. Run through
+# tools/quickstart demo.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")/.." && pwd)
 jobfs=${JOBFS:-$here/build/jobfs}
 mnt=$(mktemp -d /tmp/jobfs-demo.XXXXXX)
-out=${DEMO_OUT:-$PWD/jobfs-demo-output.txt}
+out=${DEMO_OUT:-$PWD/jobfs-demo-output.wav}
 job=demo-$(date +%Y%m%d-%H%M%S)
 
 cleanup() {
@@ -28,7 +29,7 @@ for _ in $(seq 50); do grep -q " $mnt " /proc/self/mounts && break; sleep 0.1; d
 say "mkdir $mnt/$job"
 mkdir "$mnt/$job"
 
-spec=$(printf '{"command": ["%s", "fold", "-s", "-w", "50"], "parallel": 2, "ext": "txt", "backoff": {"initial": 1}}' \
+spec=$(printf '{"command": ["%s", "espeak-ng", "--stdin", "--stdout"], "output": "wav", "join": {"gap_ms": 300}, "parallel": 2, "backoff": {"initial": 1}}' \
 	"$here/tools/demo/flaky")
 say "echo '$spec' > $mnt/$job/spec"
 echo "$spec" > "$mnt/$job/spec"
@@ -61,10 +62,13 @@ ls "$mnt/$job/chunks"
 say "grep -c . $mnt/$job/events"
 grep -c . "$mnt/$job/events"
 
-cp "$mnt/$job/output.txt" "$out"
+say "soxi $mnt/$job/output.wav"
+soxi "$mnt/$job/output.wav"
+cp "$mnt/$job/output.wav" "$out"
 say "fusermount3 -u $mnt"
 fusermount3 -u "$mnt"
 echo
-echo "demo: job '$job' is $state; its output is $out ($(wc -c < "$out") bytes)"
-echo "demo: the job stays in the default store; mount again to see it"
+echo "demo: job '$job' is $state"
+echo "demo: output.wav copied to $out, $(soxi -D "$out") seconds"
+echo "demo: the job stays in the default store; mount it again to see it"
 [ "$state" = done ]

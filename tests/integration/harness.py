@@ -457,10 +457,11 @@ class Daemon:
                                                       json.dumps(
                                                           last.get("sj"))))
 
-    def wait_event(self, job, pred, timeout=20, what="event"):
-        """Wait for an event matching pred; returns it."""
+    def wait_event(self, job, pred, timeout=20, what="event", since=0):
+        """Wait for an event matching pred among the events from index
+        since on; returns it."""
         def check():
-            for ev in self.events(job):
+            for ev in self.events(job)[since:]:
                 if pred(ev):
                     return ev
             return None

@@ -1,0 +1,397 @@
+#!/usr/bin/env python3
+"""test_verbs.py - every control verb and every way a verb is refused,
+on a real mount with real worker processes."""
+
+import errno
+import os
+import sys
+import time
+import uuid
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness as h  # noqa: E402
+
+
+class Verbs(h.JobfsTestCase):
+
+    def marker(self):
+        """A TW_MARK value that tags this test's workers."""
+        return "verbs-" + uuid.uuid4().hex
+
+    def workers(self, mark):
+        return h.procs_with_env(("TW_MARK=%s" % mark).encode())
+
+    def ready_job(self, name="j", n=5, env=None, **kw):
+        self.d.mkjob(name, h.tw_spec(env, **kw), h.paragraphs(n))
+        return name
+
+    def new_events(self, job, before):
+        return self.d.events(job)[before:]
+
+    def assertRejected(self, job, rc, want_errno, text):
+        """rc is want_errno, and status / status.json / events give the
+        reason containing text."""
+        self.assertErrno(rc, want_errno)
+        status = self.d.status(job)
+        lines = [ln for ln in status.splitlines()
+                 if ln.startswith("rejected")]
+        self.assertEqual(len(lines), 1, status)
+        self.assertIn(text, lines[0])
+        self.assertIn(text, self.d.sj(job)["last_rejected"]["reason"])
+        last = [e for e in self.d.events(job) if e["event"] == "rejected"]
+        self.assertTrue(last and text in last[-1]["error"])
+
+    # -- refusals ---------------------------------------------------------
+
+    def test_unknown_verb(self):
+        job = self.ready_job()
+        self.assertRejected(job, self.d.control(job, "frobnicate"),
+                            errno.EINVAL,
+                            "unknown control verb 'frobnicate'")
+        self.assertRejected(job, self.d.control(job, "resum"),
+                            errno.EINVAL, "unknown control verb 'resum'")
+        self.assertRejected(job, self.d.control(job, "pause now"),
+                            errno.EINVAL, "pause takes no argument")
+        self.assertRejected(job, h.write_file(self.d.path(job, "control"),
+                                              "start\nstart\n"),
+                            errno.EINVAL, "one verb per write")
+        sj = self.d.sj(job)
+        self.assertEqual(sj["state"], "ready")
+        self.assertEqual(h.chunk_events(self.d.events(job), "started"), [])
+        # reading control lists the verbs
+        help_text = h.read_text(self.d.path(job, "control"))
+        for verb in ("start", "resume", "pause", "cancel", "retry-failed",
+                     "retry", "reset", "verify"):
+            self.assertRegex(help_text, r"(?m)^%s " % verb)
+
+    def test_retry_bad_arguments(self):
+        job = self.ready_job(n=5)
+        d = self.d
+        self.assertRejected(job, d.control(job, "retry"), errno.EINVAL,
+                            "retry needs chunk numbers")
+        self.assertRejected(job, d.control(job, "retry 0"), errno.EINVAL,
+                            "out of range 1-5")
+        self.assertRejected(job, d.control(job, "retry 99"), errno.EINVAL,
+                            "out of range 1-5")
+        self.assertRejected(job, d.control(job, "retry 2-6"), errno.EINVAL,
+                            "out of range 1-5")
+        self.assertRejected(job, d.control(job, "retry 3-2"), errno.EINVAL,
+                            "out of range")
+        self.assertRejected(job, d.control(job, "retry x"), errno.EINVAL,
+                            "bad chunk list 'x'")
+        self.assertRejected(job, d.control(job, "retry 1;2"), errno.EINVAL,
+                            "bad chunk list")
+        self.assertEqual(d.sj(job)["state"], "ready")
+        self.assertEqual(d.sj(job)["mode"], "idle")
+        self.assertEqual(h.chunk_events(d.events(job), "started"), [])
+
+    def test_start_without_spec_or_input(self):
+        d = self.d
+        os.mkdir(d.path("bare"))
+        for verb in ("start", "resume"):
+            self.assertRejected("bare", d.control("bare", verb),
+                                errno.EBUSY, "no spec")
+        d.set_spec("bare", h.tw_spec())
+        for verb in ("start", "resume"):
+            self.assertRejected("bare", d.control("bare", verb),
+                                errno.EBUSY, "no input")
+        self.assertEqual(d.sj("bare")["state"], "new")
+
+    def test_pause_and_cancel_refused_when_not_running(self):
+        job = self.ready_job()
+        self.assertRejected(job, self.d.control(job, "pause"), errno.EBUSY,
+                            "pause refused: the job is ready")
+        self.assertRejected(job, self.d.control(job, "cancel"),
+                            errno.EBUSY, "cancel refused")
+        self.d.run_job(job)
+        self.assertRejected(job, self.d.control(job, "pause"), errno.EBUSY,
+                            "pause refused: the job is done")
+
+    # -- pause, resume, cancel --------------------------------------------
+
+    def test_pause_and_resume(self):
+        d = self.d
+        job = self.ready_job(n=8, env={"TW_SLEEP_MS": 300}, parallel=2)
+        d.do(job, "resume")
+        d.wait_until(lambda: d.sj(job)["chunks"]["done"] >= 2, 10,
+                     "2 chunks done")
+        d.do(job, "pause")
+        self.assertEqual(d.sj(job)["state"], "paused")
+        # running chunks finish and commit; nothing new starts
+        d.wait_until(lambda: d.sj(job)["chunks"]["running"] == 0, 5,
+                     "running chunks to finish")
+        evs = d.events(job)
+        started = {e["chunk"] for e in h.chunk_events(evs, "started")}
+        done = {e["chunk"] for e in h.chunk_events(evs, "done")}
+        self.assertEqual(started, done, "a chunk running at pause did not "
+                         "commit")
+        time.sleep(1.0)
+        evs2 = d.events(job)
+        self.assertEqual(len(h.chunk_events(evs2, "started")), len(started),
+                         "a chunk started while paused")
+        sj = d.sj(job)
+        self.assertEqual(sj["state"], "paused")
+        self.assertEqual(sj["mode"], "pause")
+        self.assertEqual(sj["chunks"]["done"], len(done))
+        self.assertLess(len(done), 8)
+        d.do(job, "resume")
+        d.wait_for(job, "done", 20)
+        evs3 = d.events(job)
+        for n in range(1, 9):
+            self.assertEqual(len(h.chunk_events(evs3, "started", n)), 1,
+                             "chunk %d started more than once" % n)
+        self.assertEqual(h.read_text(d.path(job, "output.out")),
+                         h.paragraphs(8).upper())
+
+    def test_cancel_kills_running_chunks(self):
+        d = self.d
+        mark = self.marker()
+        job = self.ready_job(n=4, env={"TW_HANG": 1, "TW_MARK": mark},
+                             parallel=2)
+        d.do(job, "resume")
+        d.wait_until(lambda: d.sj(job)["chunks"]["running"] == 2, 10,
+                     "2 running")
+        d.wait_until(lambda: len(self.workers(mark)) == 2, 5, "2 workers")
+        before = len(d.events(job))
+        d.do(job, "cancel")
+        d.wait_until(lambda: d.sj(job)["chunks"]["running"] == 0, 5,
+                     "cancelled chunks to end")
+        d.wait_until(lambda: not self.workers(mark), 5, "workers to die")
+        sj = d.sj(job)
+        self.assertEqual(sj["state"], "stopped")
+        self.assertEqual(sj["mode"], "stop")
+        self.assertEqual(sj["chunks"]["pending"], 4)
+        self.assertEqual(sj["chunks"]["failed"], 0)
+        cancelled = h.chunk_events(self.new_events(job, before), "cancelled")
+        self.assertEqual(len(cancelled), 2)
+        self.assertEqual(cancelled[0]["error"], "cancelled")
+        for c in d.manifest(job)["chunks"]:
+            self.assertEqual(c["state"], "pending")
+            self.assertEqual(c["attempts"], 0, "cancel spent an attempt")
+        time.sleep(0.3)
+        self.assertEqual(len(h.chunk_events(self.new_events(job, before),
+                                            "started")), 0)
+        # the next run starts them as attempt 1 again
+        before = len(d.events(job))
+        d.do(job, "resume")
+        ev = d.wait_event(job, lambda e: e["event"] == "started",
+                          since=before)
+        self.assertEqual(ev["attempt"], 1)
+        d.do(job, "cancel")
+
+    # -- retry-failed, retry N, rm -----------------------------------------
+
+    def test_retry_failed_runs_only_failed(self):
+        d = self.d
+        job = self.ready_job(n=6, env={"TW_SLEEP_MS": 300, "TW_CHUNKS": 1,
+                                       "TW_FAIL_ATTEMPTS": 1,
+                                       "TW_EXIT": 3}, attempts=1)
+        self.assertEqual(d.control(job, "retry-failed"), 0)  # none: no-op
+        self.assertEqual(d.sj(job)["state"], "ready")
+        d.do(job, "resume")
+        d.wait_until(lambda: (lambda s: s["chunks"]["failed"] == 1 and
+                              s["chunks"]["done"] >= 1)(d.sj(job)), 10,
+                     "chunk 1 failed and one done")
+        d.do(job, "cancel")
+        d.wait_for(job, "stopped", 5)
+        sj = d.sj(job)
+        pending = sj["chunks"]["pending"]
+        ndone = sj["chunks"]["done"]
+        self.assertGreaterEqual(pending, 3)
+        before = len(d.events(job))
+        d.do(job, "retry-failed")
+        d.wait_event(job, lambda e: e["event"] == "done" and
+                     e.get("chunk") == 1, 10, "chunk 1 done")
+        time.sleep(0.8)  # long enough for another chunk to start and end
+        new = self.new_events(job, before)
+        self.assertEqual({e["chunk"] for e in
+                          h.chunk_events(new, "started")}, {1})
+        sj = d.sj(job)
+        self.assertEqual(sj["chunks"]["done"], ndone + 1)
+        self.assertEqual(sj["chunks"]["pending"], pending)
+        self.assertEqual(sj["chunks"]["failed"], 0)
+        self.assertEqual(sj["state"], "stopped")
+        self.assertEqual(h.read_text(d.path(job, "chunks", "0001.out")),
+                         h.paragraphs(6).split("\n\n")[0].upper() + "\n\n")
+
+    def test_retry_listed_chunks(self):
+        d = self.d
+        job = self.ready_job(n=4, parallel=2)
+        d.run_job(job)
+        out = h.read_bytes(d.path(job, "output.out"))
+        before = len(d.events(job))
+        d.do(job, "retry 2")
+        d.wait_event(job, lambda e: e["event"] == "done" and
+                     e.get("chunk") == 2, 10, "chunk 2 redone", since=before)
+        d.wait_for(job, "done", 10)
+        new = self.new_events(job, before)
+        self.assertEqual([e["chunk"] for e in
+                          h.chunk_events(new, "discarded")], [2])
+        started = h.chunk_events(new, "started")
+        self.assertEqual([e["chunk"] for e in started], [2])
+        self.assertEqual(started[0]["attempt"], 2)
+        self.assertEqual(h.read_bytes(d.path(job, "output.out")), out)
+
+        before = len(d.events(job))
+        d.do(job, "retry 1-2,3")
+        d.wait_until(lambda: len(h.chunk_events(
+            self.new_events(job, before), "done")) == 3, 10, "3 redone")
+        d.wait_for(job, "done", 10)
+        time.sleep(0.3)
+        new = self.new_events(job, before)
+        self.assertEqual(sorted(e["chunk"] for e in
+                                h.chunk_events(new, "started")), [1, 2, 3])
+        self.assertEqual(h.read_bytes(d.path(job, "output.out")), out)
+
+    def test_retry_refused_while_chunk_runs(self):
+        d = self.d
+        job = self.ready_job(n=3, env={"TW_HANG": 1, "TW_CHUNKS": 1})
+        d.do(job, "resume")
+        d.wait_until(lambda: d.sj(job)["running"], 5, "chunk 1 running")
+        self.assertRejected(job, d.control(job, "retry 1"), errno.EBUSY,
+                            "chunk 1 is running")
+        d.do(job, "cancel")
+
+    def test_rm_chunk_reruns_it(self):
+        d = self.d
+        job = self.ready_job(n=4, parallel=2)
+        d.run_job(job)
+        body = h.read_bytes(d.path(job, "chunks", "0002.out"))
+        before = len(d.events(job))
+        os.unlink(d.path(job, "chunks", "0002.out"))
+        d.wait_event(job, lambda e: e["event"] == "done" and
+                     e.get("chunk") == 2, 10, "chunk 2 redone", since=before)
+        d.wait_for(job, "done", 10)
+        new = self.new_events(job, before)
+        self.assertEqual([e["chunk"] for e in
+                          h.chunk_events(new, "started")], [2])
+        self.assertEqual(h.read_bytes(d.path(job, "chunks", "0002.out")),
+                         body)
+        self.assertErrno(h.errno_of(os.unlink,
+                                    d.path(job, "chunks", "0009.out")),
+                         errno.ENOENT)
+        self.assertErrno(h.errno_of(os.unlink, d.path(job, "spec")),
+                         errno.EPERM)
+
+    # -- reset ------------------------------------------------------------
+
+    def test_reset(self):
+        d = self.d
+        mark = self.marker()
+        job = self.ready_job(n=4, env={"TW_HANG": 1, "TW_CHUNKS": "3-4",
+                                       "TW_MARK": mark}, parallel=2)
+        d.do(job, "resume")
+        d.wait_until(lambda: (lambda s: s["chunks"]["done"] == 2 and
+                              s["chunks"]["running"] == 2)(d.sj(job)), 10,
+                     "2 done, 2 hanging")
+        self.assertRejected(job, d.control(job, "reset"), errno.EBUSY,
+                            "reset refused")
+        self.assertEqual(d.sj(job)["chunks"]["done"], 2)
+        d.do(job, "cancel")
+        d.wait_for(job, "stopped", 5)
+        self.assertEqual(len(d.chunk_names(job)), 2)
+        d.do(job, "reset")
+        sj = d.sj(job)
+        self.assertEqual(sj["chunks"]["done"], 0)
+        self.assertEqual(sj["chunks"]["pending"], 4)
+        self.assertEqual(sj["state"], "ready")
+        self.assertEqual(d.chunk_names(job), [])
+        self.assertEqual(os.listdir(d.path(job, "logs")), [])
+        self.assertEqual(os.stat(d.path(job, "output.out")).st_size, 0)
+        for c in d.manifest(job)["chunks"]:
+            self.assertEqual((c["state"], c["attempts"], c["output"]),
+                             ("pending", 0, None))
+        self.assertEqual(d.events(job)[-1]["event"], "reset")
+        self.assertEqual(h.read_text(d.path(job, "input")),
+                         h.paragraphs(4))  # spec and input kept
+
+    def test_reset_of_done_job_runs_again(self):
+        d = self.d
+        job = self.ready_job(n=3)
+        d.run_job(job)
+        d.do(job, "reset")
+        self.assertEqual(d.chunk_names(job), [])
+        before = len(d.events(job))
+        d.run_job(job)
+        self.assertEqual(len(h.chunk_events(self.new_events(job, before),
+                                            "started")), 3)
+        self.assertEqual(h.read_text(d.path(job, "output.out")),
+                         h.paragraphs(3).upper())
+
+    # -- verify -----------------------------------------------------------
+
+    def obj_path(self, sha):
+        return os.path.join(self.d.store, "objects", sha[:2], sha)
+
+    def test_verify_finds_corrupt_and_missing_outputs(self):
+        d = self.d
+        job = self.ready_job(n=4, parallel=2)
+        d.run_job(job)
+        want = h.read_bytes(d.path(job, "output.out"))
+        before = len(d.events(job))
+        d.do(job, "verify")
+        new = self.new_events(job, before)
+        self.assertEqual(h.chunk_events(new, "corrupt"), [])
+        self.assertEqual([e["event"] for e in new], ["verified"])
+        self.assertEqual(d.sj(job)["chunks"]["done"], 4)
+
+        m = d.manifest(job)
+        p2 = self.obj_path(m["chunks"][1]["output_sha256"])
+        p3 = self.obj_path(m["chunks"][2]["output_sha256"])
+        self.assertTrue(os.path.isfile(p2), p2)
+        with open(p2, "r+b") as f:
+            b = f.read(1)
+            f.seek(0)
+            f.write(bytes([b[0] ^ 0x01]))
+        os.unlink(p3)
+        before = len(d.events(job))
+        d.do(job, "verify")
+        new = self.new_events(job, before)
+        corrupt = {e["chunk"]: e["error"]
+                   for e in h.chunk_events(new, "corrupt")}
+        self.assertEqual(sorted(corrupt), [2, 3])
+        self.assertIn("SHA-256", corrupt[2])
+        self.assertIn("missing", corrupt[3])
+        self.assertIn("2 corrupt", [e for e in new
+                                    if e["event"] == "verified"][0]["error"])
+        sj = d.sj(job)
+        self.assertEqual(sj["chunks"]["done"], 2)
+        self.assertEqual(sj["chunks"]["pending"], 2)
+        self.assertNotEqual(sj["state"], "done")
+        self.assertEqual(d.chunk_names(job), ["0001.out", "0004.out"])
+        states = [c["state"] for c in d.manifest(job)["chunks"]]
+        self.assertEqual(states, ["done", "pending", "pending", "done"])
+        self.assertFalse(os.path.exists(p2), "the corrupt object stayed")
+        # they run again when the job runs
+        before = len(d.events(job))
+        d.run_job(job)
+        self.assertEqual(sorted(e["chunk"] for e in h.chunk_events(
+            self.new_events(job, before), "started")), [2, 3])
+        self.assertEqual(h.read_bytes(d.path(job, "output.out")), want)
+
+    # -- rmdir ------------------------------------------------------------
+
+    def test_rmdir(self):
+        d = self.d
+        mark = self.marker()
+        job = self.ready_job(n=2, env={"TW_HANG": 1, "TW_MARK": mark})
+        d.do(job, "resume")
+        d.wait_until(lambda: self.workers(mark), 5, "a worker")
+        self.assertRejected(job, h.errno_of(os.rmdir, d.path(job)),
+                            errno.EBUSY, "rmdir refused")
+        self.assertIn(job, os.listdir(d.mnt))
+        d.do(job, "cancel")
+        d.wait_until(lambda: not self.workers(mark), 5, "workers to die")
+        os.rmdir(d.path(job))
+        self.assertNotIn(job, os.listdir(d.mnt))
+        self.assertErrno(h.errno_of(os.stat, d.path(job)), errno.ENOENT)
+        # the name is free again, for a new, empty job
+        os.mkdir(d.path(job))
+        self.assertEqual(d.sj(job)["state"], "new")
+        self.assertEqual(h.read_bytes(d.path(job, "input")), b"")
+        self.assertEqual(d.events(job)[0]["event"], "created")
+        self.assertEqual(len(d.events(job)), 1)
+
+
+if __name__ == "__main__":
+    h.main()
