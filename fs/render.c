@@ -455,20 +455,20 @@ int render_status_json(struct engine *e, struct job *j, char **buf,
 
 		struct chunk_rec rec;
 		char err[DB_ERR_MAX + 1] = "";
-		struct db_txn *t;
+		struct db_txn *wt;
 
 		cJSON_AddNumberToObject(r, "chunk", j->waits[i].n);
 		cJSON_AddNumberToObject(r, "retry_in",
 					round((j->waits[i].when - mono_now()) *
 					      1000) / 1000);
-		if (db_begin(e->db, 0, &t) == 0) {
-			if (db_chunk_get(t, j->id, j->waits[i].n, &rec,
+		if (db_begin(e->db, 0, &wt) == 0) {
+			if (db_chunk_get(wt, j->id, j->waits[i].n, &rec,
 					 err) == 0) {
 				cJSON_AddNumberToObject(r, "attempts",
 							rec.attempts);
 				cJSON_AddStringToObject(r, "error", err);
 			}
-			db_abort(t);
+			db_abort(wt);
 		}
 		cJSON_AddItemToArray(arr, r);
 	}
