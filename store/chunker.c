@@ -162,19 +162,36 @@ invalid:
 	return 1;
 }
 
-static bool is_terminator(uint32_t cp)
-{
-	return cp == '.' || cp == '!' || cp == '?' || cp == 0x2026;
-}
+/*
+ * What a character means to a sentence end. Terminators are '.', '!', '?'
+ * and U+2026; closers the quotes and brackets that may follow one. ASCII
+ * goes through a table because tok_scan() asks for every character.
+ */
+enum cclass {
+	CC_OTHER = 0,
+	CC_SPACE,
+	CC_TERM,
+	CC_CLOSER,
+};
 
-static bool is_closer(uint32_t cp)
+static const unsigned char ascii_class[0x80] = {
+	[' '] = CC_SPACE, ['\t'] = CC_SPACE, ['\n'] = CC_SPACE,
+	['\v'] = CC_SPACE, ['\f'] = CC_SPACE, ['\r'] = CC_SPACE,
+	['.'] = CC_TERM, ['!'] = CC_TERM, ['?'] = CC_TERM,
+	['"'] = CC_CLOSER, ['\''] = CC_CLOSER, [')'] = CC_CLOSER,
+	[']'] = CC_CLOSER, ['}'] = CC_CLOSER,
+};
+
+/* The class of a non-ASCII code point (or CP_INVALID). */
+static enum cclass wide_class(uint32_t cp)
 {
 	switch (cp) {
-	case '"': case '\'': case ')': case ']': case '}':
+	case 0x2026:
+		return CC_TERM;
 	case 0x201d: case 0x2019: case 0x00bb:
-		return true;
+		return CC_CLOSER;
 	default:
-		return false;
+		return CC_OTHER;
 	}
 }
 
@@ -190,27 +207,27 @@ static void tok_scan(const struct cut *c, size_t pos, struct tok *t)
 	size_t i = pos, n = c->len, word_end;
 	uint64_t chars = 0, newlines = 0;
 	bool term = false;
+	enum cclass cc;
 	uint32_t cp;
 
 	while (i < n && is_space(b[i]))
 		i++;
 	while (i < n) {
-		/* ASCII first: it is most of most inputs, and only ASCII
-		 * can be whitespace. */
+		/* Only ASCII can be whitespace, and it is most of most
+		 * inputs: look it up without decoding. */
 		if (b[i] < 0x80) {
-			if (is_space(b[i]))
+			cc = ascii_class[b[i]];
+			if (cc == CC_SPACE)
 				break;
-			cp = b[i++];
+			i++;
 		} else {
 			i += utf8_next(b + i, n - i, &cp);
+			cc = wide_class(cp);
 		}
 		chars++;
 		/* A closer keeps a pending terminator; anything else clears
 		 * it, so only a word ending in terminator + closers counts. */
-		if (is_terminator(cp))
-			term = true;
-		else if (!is_closer(cp))
-			term = false;
+		term = cc == CC_TERM || (term && cc == CC_CLOSER);
 	}
 	assert(chars > 0);
 	word_end = i;

@@ -6,6 +6,8 @@
  * its descriptors, environment, signal state, process group and exit
  * status, and that no process of its tree survives kill, reap, exec_free,
  * exec_close or the death of the process that owned the executor.
+ * Run with the single argument --pdeathsig, the binary instead prints
+ * its PR_GET_PDEATHSIG; test_pdeathsig() runs it that way as a worker.
  */
 #define _GNU_SOURCE
 #include "check.h"
