@@ -79,13 +79,14 @@ struct tok {
 	enum level ends;
 };
 
+/* A unit as unit_measure() sees it. end, gap and ends are known unless
+ * over is set for a unit of more than one word. */
 struct unit {
-	size_t end;             /* valid only if !over or complete */
+	size_t end;
 	uint64_t text;          /* characters from first to last word byte */
 	uint64_t gap;           /* whitespace after the last word */
 	enum level ends;        /* what its last token ends */
 	bool over;              /* text > max */
-	bool complete;          /* end, gap and ends are known */
 };
 
 /* The open chunk of one level's greedy packing. */
@@ -251,9 +252,9 @@ static void tok_scan(const struct cut *c, size_t pos, struct tok *t)
 
 /*
  * Measure the unit of level lv that starts at pos. Once its text is known
- * to exceed max the scan stops, leaving u->complete false: the level below
- * will scan the unit again anyway, and stopping keeps that to one extra
- * pass.
+ * to exceed max the scan stops with u->over set and u->end unknown: the
+ * level below will scan the unit again anyway, and stopping keeps that to
+ * one extra pass. A word is one token, so it is always measured whole.
  */
 static void unit_measure(const struct cut *c, size_t pos, enum level lv,
 			 struct unit *u)
@@ -269,7 +270,6 @@ static void unit_measure(const struct cut *c, size_t pos, enum level lv,
 		if (c->max && text > c->max) {
 			u->text = text;
 			u->over = true;
-			u->complete = false;
 			return;
 		}
 		text += t.gap;  /* inside the unit, so it counts (rule C) */
@@ -280,7 +280,6 @@ static void unit_measure(const struct cut *c, size_t pos, enum level lv,
 	u->gap = t.gap;
 	u->ends = t.ends;
 	u->over = c->max && text > c->max;
-	u->complete = true;
 }
 
 static int emit_range(const struct cut *c, size_t start, size_t end)
@@ -333,7 +332,7 @@ static int cut_level(const struct cut *c, size_t pos, enum level lv,
 		     enum level stop, size_t *out_end, enum level *out_ends)
 {
 	struct pack p = { .open = false };
-	struct unit u;
+	struct unit u = { .ends = LV_WORD };
 	int rc = 0;
 
 	for (;;) {

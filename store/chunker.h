@@ -15,10 +15,15 @@
  *      UTF-8 sequence; paragraph and sentence never cut inside a word
  *      (a maximal run of non-whitespace bytes).
  *   4. With max > 0, paragraph and sentence chunks hold at most max
- *      characters (UTF-8 code points; an invalid byte counts as one), unless
- *      one word alone is longer than max, in which case that word, with the
- *      whitespace that follows it, is a chunk of its own. bytes chunks hold
- *      exactly max bytes except the last.
+ *      characters (UTF-8 code points; an invalid byte counts as one) from
+ *      their first word to their last: the whitespace before the input's
+ *      first word and after a chunk's last word is free, so a paragraph
+ *      that fits is never split for its trailing blank line. One word alone
+ *      longer than max is a chunk of its own (with the whitespace after
+ *      it). bytes chunks hold exactly max bytes except the last.
+ *   5. A paragraph too long for max is cut on its own: its pieces are never
+ *      packed with neighbouring paragraphs (likewise sentences one level
+ *      down), so every chunk is whole paragraphs or part of one.
  */
 #ifndef JOBFS_CHUNKER_H
 #define JOBFS_CHUNKER_H

@@ -235,7 +235,8 @@ class Daemon:
         self.root = root
         self.store = store or os.path.join(root, "store")
         self.mnt = mnt or os.path.join(root, "mnt")
-        os.makedirs(self.mnt, exist_ok=True)
+        if not is_mounted(self.mnt):  # a dead mount is jobfs's to clear
+            os.makedirs(self.mnt, exist_ok=True)
         self.args = list(args)
         if grace is not None and not any(a.startswith("--grace")
                                          for a in self.args):
