@@ -692,21 +692,20 @@ static void attempt_unlink(struct engine *e, struct attempt *a)
 	}
 }
 
-static int open_log(struct engine *e, struct job *j, uint32_t n, int *fd)
+/* The log of a chunk is made on the first byte of stderr: most workers
+ * print nothing, and a file create per chunk costs more than the rest of
+ * starting it when the commit thread's fsyncs hold the journal. */
+static void open_log(struct attempt *a)
 {
 	char dir[32], name[64];
-	int dfd;
 
-	snprintf(dir, sizeof(dir), "%" PRIu64, j->id);
-	if (mkdirat(e->os.logs, dir, 0700) < 0 && errno != EEXIST)
-		return -errno;
-	snprintf(name, sizeof(name), "%s/%" PRIu32 ".log", dir, n);
-	dfd = openat(e->os.logs, name, O_WRONLY | O_CREAT | O_TRUNC |
-		     O_NOFOLLOW | O_CLOEXEC, 0600);
-	if (dfd < 0)
-		return -errno;
-	*fd = dfd;
-	return 0;
+	a->log_tried = 1;
+	snprintf(dir, sizeof(dir), "%" PRIu64, a->job->id);
+	if (mkdirat(a->logs_dir, dir, 0700) < 0 && errno != EEXIST)
+		return;
+	snprintf(name, sizeof(name), "%s/%" PRIu32 ".log", dir, a->n);
+	a->log_fd = openat(a->logs_dir, name, O_WRONLY | O_CREAT | O_TRUNC |
+			   O_NOFOLLOW | O_CLOEXEC, 0600);
 }
 
 /* Start one attempt of chunk n. Called with e->lock held, from the
@@ -761,9 +760,16 @@ static int attempt_start(struct engine *e, struct job *j, uint32_t n)
 		a->out_name[0] = '\0';
 		goto fail;
 	}
-	rc = open_log(e, j, n, &a->log_fd);
-	if (rc)
-		goto fail;
+	/* the previous attempt's log goes; this one's comes with its
+	 * first stderr byte */
+	a->logs_dir = e->os.logs;
+	{
+		char ln[64];
+
+		snprintf(ln, sizeof(ln), "%" PRIu64 "/%" PRIu32 ".log", j->id,
+			 n);
+		unlinkat(e->os.logs, ln, 0);
+	}
 	if (pipe2(inp, O_CLOEXEC) < 0 || pipe2(errp, O_CLOEXEC) < 0) {
 		rc = -errno;
 		goto fail;
@@ -899,6 +905,8 @@ static void feed_stdin(struct attempt *a)
  * prints. */
 static void log_bytes(struct attempt *a, const char *p, size_t n)
 {
+	if (a->log_fd < 0 && !a->log_tried)
+		open_log(a);
 	if (a->log_len < LOG_HEAD) {
 		size_t take = LOG_HEAD - a->log_len;
 
@@ -1247,7 +1255,7 @@ static void job_check_finished(struct engine *e, struct job *j)
  * fails with its reason); its samples, normalized to a headerless object,
  * are what is published. Sets a->commit_rc and a->commit_err.
  */
-static int publish_audio(struct engine *e, struct attempt *a)
+static int publish_audio(struct engine *e, struct attempt *a, int *created)
 {
 	char name[96];
 	int fd, rc;
@@ -1261,8 +1269,8 @@ static int publish_audio(struct engine *e, struct attempt *a)
 	rc = audio_normalize(a->out_fd, fd, &a->fmt, a->commit_err,
 			     sizeof(a->commit_err));
 	if (!rc) {
-		rc = objstore_publish(&e->os, fd, e->os.tmp, name, a->obj,
-				      &a->obj_size);
+		rc = objstore_publish_nosync(&e->os, fd, e->os.tmp, name,
+					     a->obj, &a->obj_size, created);
 		if (rc)
 			snprintf(a->commit_err, sizeof(a->commit_err),
 				 "cannot store output: %s", strerror(-rc));
@@ -1277,9 +1285,13 @@ static void commit_batch(struct engine *e, struct attempt **batch, size_t n,
 			 uint8_t (*dead)[SHA_LEN], size_t ndead)
 {
 	struct db_txn *t = NULL;
-	int rc;
+	uint8_t (*synced)[SHA_LEN] = malloc((n + 1) * SHA_LEN);
+	size_t nsynced = 0;
+	int rc, created = 0;
 
-	/* Steps 1-2 of the protocol, outside the lock: the slow part. */
+	/* Steps 1-2 of the protocol, outside the lock: the slow part. Each
+	 * file is hashed, fsynced and renamed; then each object directory
+	 * touched is fsynced once for the whole batch. */
 	for (size_t i = 0; i < n; i++) {
 		struct attempt *a = batch[i];
 		const char *name;
@@ -1288,17 +1300,34 @@ static void commit_batch(struct engine *e, struct attempt **batch, size_t n,
 		pick_output(e, a, &dirfd, &name, &fd);
 		a->out_fd = fd;
 		if (SPEC_IS_AUDIO(a->job->spec.output)) {
-			rc = publish_audio(e, a);
-			continue;
+			rc = publish_audio(e, a, &created);
+		} else {
+			rc = objstore_publish_nosync(&e->os, fd, dirfd, name,
+						     a->obj, &a->obj_size,
+						     &created);
+			a->commit_rc = rc;
+			if (rc)
+				snprintf(a->commit_err, sizeof(a->commit_err),
+					 "cannot store output: %s",
+					 strerror(-rc));
+			else
+				a->out_name[0] = '\0'; /* renamed away */
 		}
-		rc = objstore_publish(&e->os, fd, dirfd, name, a->obj,
-				      &a->obj_size);
+		if (!rc && synced)
+			memcpy(synced[nsynced++], a->obj, SHA_LEN);
+	}
+	rc = synced ? objstore_sync_dirs(&e->os,
+					 (const uint8_t (*)[SHA_LEN])synced,
+					 nsynced, created) : -ENOMEM;
+	free(synced);
+	for (size_t i = 0; rc && i < n; i++) {
+		struct attempt *a = batch[i];
+
+		if (a->commit_rc)
+			continue;
 		a->commit_rc = rc;
-		if (rc)
-			snprintf(a->commit_err, sizeof(a->commit_err),
-				 "cannot store output: %s", strerror(-rc));
-		else
-			a->out_name[0] = '\0'; /* renamed away */
+		snprintf(a->commit_err, sizeof(a->commit_err),
+			 "cannot store output: %s", strerror(-rc));
 	}
 
 	pthread_mutex_lock(&e->lock);

@@ -70,7 +70,7 @@ struct attempt {
 	int in_fd;                   /* our end of the worker's stdin */
 	uint64_t in_off, in_end;
 	int err_fd;                  /* our end of the worker's stderr */
-	int log_fd;
+	int log_fd, log_tried, logs_dir;
 	uint64_t log_len, log_dropped;
 	char *tail;                  /* ring of the last LOG_TAIL bytes */
 	size_t tail_len, tail_pos;

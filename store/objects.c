@@ -145,8 +145,48 @@ static void obj_path(const uint8_t sha[SHA_LEN], char dir[3],
 int objstore_publish(struct objstore *os, int fd, int dirfd,
 		     const char *name, uint8_t sha[SHA_LEN], uint64_t *size)
 {
+	int created = 0, rc;
+
+	rc = objstore_publish_nosync(os, fd, dirfd, name, sha, size,
+				     &created);
+	if (!rc)
+		rc = objstore_sync_dirs(os, (const uint8_t (*)[SHA_LEN])sha, 1,
+					created);
+	return rc;
+}
+
+int objstore_sync_dirs(struct objstore *os, const uint8_t (*sha)[SHA_LEN],
+		       size_t n, int created)
+{
+	uint8_t done[256] = { 0 };
+	int rc = 0;
+
+	for (size_t i = 0; i < n && !rc; i++) {
+		char dir[3], file[SHA_HEX_LEN + 1];
+		int sub;
+
+		if (done[sha[i][0]]++)
+			continue;
+		obj_path(sha[i], dir, file);
+		sub = openat(os->objects, dir, O_RDONLY | O_DIRECTORY |
+			     O_NOFOLLOW | O_CLOEXEC);
+		if (sub < 0)
+			return -errno;
+		rc = objstore_fsync_dir(sub);
+		close(sub);
+	}
+	/* a new objects/xx/ must itself be made durable in objects/ */
+	if (!rc && created)
+		rc = objstore_fsync_dir(os->objects);
+	return rc;
+}
+
+int objstore_publish_nosync(struct objstore *os, int fd, int dirfd,
+			    const char *name, uint8_t sha[SHA_LEN],
+			    uint64_t *size, int *created)
+{
 	char dir[3], file[SHA_HEX_LEN + 1];
-	int sub = -1, rc, created = 0;
+	int sub = -1, rc;
 
 	rc = sha_fd(fd, sha, size);
 	if (rc)
@@ -159,7 +199,7 @@ int objstore_publish(struct objstore *os, int fd, int dirfd,
 #endif
 	obj_path(sha, dir, file);
 	if (mkdirat(os->objects, dir, 0700) == 0)
-		created = 1;
+		*created = 1;
 	else if (errno != EEXIST)
 		return -errno;
 	sub = openat(os->objects, dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW |
@@ -168,14 +208,7 @@ int objstore_publish(struct objstore *os, int fd, int dirfd,
 		return -errno;
 	/* Replacing an existing object is harmless: the name is its hash,
 	 * so the bytes are the same. */
-	if (renameat(dirfd, name, sub, file) < 0) {
-		rc = -errno;
-		goto out;
-	}
-	rc = objstore_fsync_dir(sub);
-	if (!rc && created)
-		rc = objstore_fsync_dir(os->objects);
-out:
+	rc = renameat(dirfd, name, sub, file) < 0 ? -errno : 0;
 	close(sub);
 	return rc;
 }

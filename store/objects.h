@@ -50,11 +50,22 @@ int objstore_tmp_create(struct objstore *os, const char *prefix,
  * Publish the file open as fd (found as dirfd/name, so it can be renamed)
  * as an object: hash it, fsync it, rename it to objects/xx/HASH and fsync
  * that directory. On success sets sha and size; the source name is gone.
- * If fsync_file is 0 the file's fsync is skipped (callers never do this;
- * the reliability suite builds a mutant that does).
  */
 int objstore_publish(struct objstore *os, int fd, int dirfd,
 		     const char *name, uint8_t sha[SHA_LEN], uint64_t *size);
+
+/*
+ * The same in two steps, for group commit: publish several files without
+ * syncing their directories (*created is set when a new objects/xx/ was
+ * made), then fsync each distinct objects/xx/ once, and objects/ itself if
+ * any was created. Only after objstore_sync_dirs() returns 0 may a commit
+ * refer to those objects.
+ */
+int objstore_publish_nosync(struct objstore *os, int fd, int dirfd,
+			    const char *name, uint8_t sha[SHA_LEN],
+			    uint64_t *size, int *created);
+int objstore_sync_dirs(struct objstore *os, const uint8_t (*sha)[SHA_LEN],
+		       size_t n, int created);
 
 /* Open an object read-only. -ENOENT if it is missing. */
 int objstore_open_obj(struct objstore *os, const uint8_t sha[SHA_LEN],
