@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <sndfile.h>
@@ -327,35 +328,159 @@ static void pack(unsigned enc, const void *in, size_t samples, char *out)
 _Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
 	       "jobfs serves raw samples as little-endian memory");
 
+/* virtual I/O over a descriptor with pread, so that many readers can
+ * share one descriptor without sharing a file offset */
+struct pfile {
+	int fd;
+	sf_count_t pos, len;
+};
+
+static sf_count_t pf_len(void *u)
+{
+	return ((struct pfile *)u)->len;
+}
+
+static sf_count_t pf_seek(sf_count_t off, int whence, void *u)
+{
+	struct pfile *f = u;
+	sf_count_t base = whence == SEEK_CUR ? f->pos :
+		whence == SEEK_END ? f->len : 0;
+
+	if (base + off < 0)
+		return -1;
+	f->pos = base + off;
+	return f->pos;
+}
+
+static sf_count_t pf_read(void *ptr, sf_count_t n, void *u)
+{
+	struct pfile *f = u;
+	ssize_t got = pread(f->fd, ptr, (size_t)n, (off_t)f->pos);
+
+	if (got <= 0)
+		return 0;
+	f->pos += got;
+	return got;
+}
+
+static sf_count_t pf_write(const void *ptr, sf_count_t n, void *u)
+{
+	(void)ptr;
+	(void)n;
+	(void)u;
+	return 0;
+}
+
+static sf_count_t pf_tell(void *u)
+{
+	return ((struct pfile *)u)->pos;
+}
+
+/* a fixed memory buffer that libsndfile's writer fills */
+struct memw {
+	char *p;
+	sf_count_t pos, len, cap;
+};
+
+static sf_count_t mw_len(void *u)
+{
+	return ((struct memw *)u)->len;
+}
+
+static sf_count_t mw_seek(sf_count_t off, int whence, void *u)
+{
+	struct memw *m = u;
+
+	m->pos = (whence == SEEK_CUR ? m->pos : whence == SEEK_END ? m->len :
+		  0) + off;
+	return m->pos;
+}
+
+static sf_count_t mw_write(const void *ptr, sf_count_t n, void *u)
+{
+	struct memw *m = u;
+
+	if (m->pos < 0 || m->pos + n > m->cap)
+		return 0;
+	memcpy(m->p + m->pos, ptr, (size_t)n);
+	m->pos += n;
+	if (m->pos > m->len)
+		m->len = m->pos;
+	return n;
+}
+
+static sf_count_t mw_tell(void *u)
+{
+	return ((struct memw *)u)->pos;
+}
+
+static sf_count_t mw_read(void *ptr, sf_count_t n, void *u)
+{
+	struct memw *m = u;
+
+	if (m->pos < 0 || m->pos >= m->len)
+		return 0;
+	if (n > m->len - m->pos)
+		n = m->len - m->pos;
+	memcpy(ptr, m->p + m->pos, (size_t)n);
+	m->pos += n;
+	return n;
+}
+
 ssize_t audio_read_converted(int fd, const struct audio_fmt *src,
 			     unsigned dst, uint64_t off, char *buf,
 			     size_t len)
 {
+	SF_VIRTUAL_IO vio = { pf_len, pf_seek, pf_read, pf_write, pf_tell };
+	SF_VIRTUAL_IO wvio = { mw_len, mw_seek, mw_read, mw_write, mw_tell };
+	struct pfile pf = { fd, 0, 0 };
+	struct memw mw = { 0 };
+	SNDFILE *w = NULL;
 	SF_INFO info = { 0 };
 	SNDFILE *s;
 	size_t fbytes = (size_t)audio_sample_bytes(dst) * src->channels;
 	uint64_t first = off / fbytes, done = 0;
 	void *tmp = NULL;
 	char *packed = NULL;
-	int dfd;
+	struct stat st;
 	ssize_t rc;
 
 	if (!fbytes)
 		return -EINVAL;
-	dfd = dup(fd);
-	if (dfd < 0)
+	if (fstat(fd, &st) < 0)
 		return -errno;
+	pf.len = st.st_size;
 	info.samplerate = (int)src->rate;
 	info.channels = src->channels;
 	info.format = SF_FORMAT_RAW | sf_subtype(src->enc) | SF_ENDIAN_LITTLE;
-	s = sf_open_fd(dfd, SFM_READ, &info, 1);
+	s = sf_open_virtual(&vio, SFM_READ, &info, &pf);
 	if (!s)
 		return -EIO;
+	/* Float samples become integers through libsndfile's writer, which
+	 * scales [-1, 1] to the integer range and clips; reading them as
+	 * integers would not scale them at all. */
+	if ((src->enc == AUDIO_F32 || src->enc == AUDIO_F64) &&
+	    dst != AUDIO_F32 && dst != AUDIO_F64) {
+		SF_INFO wi = { 0 };
+
+		wi.samplerate = (int)src->rate;
+		wi.channels = src->channels;
+		wi.format = SF_FORMAT_RAW | sf_subtype(dst) | SF_ENDIAN_LITTLE;
+		mw.cap = (sf_count_t)BLOCK_FRAMES * (sf_count_t)fbytes;
+		mw.p = malloc((size_t)mw.cap);
+		w = mw.p ? sf_open_virtual(&wvio, SFM_WRITE, &wi, &mw) : NULL;
+		if (!w) {
+			free(mw.p);
+			sf_close(s);
+			return -EIO;
+		}
+		sf_command(w, SFC_SET_CLIPPING, NULL, SF_TRUE);
+	}
 	if (sf_seek(s, (sf_count_t)first, SEEK_SET) < 0) {
 		sf_close(s);
 		return 0;
 	}
-	tmp = malloc((size_t)BLOCK_FRAMES * src->channels * mem_sample(dst));
+	tmp = malloc((size_t)BLOCK_FRAMES * src->channels * sizeof(double));
 	packed = malloc((size_t)BLOCK_FRAMES * fbytes);
 	if (!tmp || !packed) {
 		rc = -ENOMEM;
@@ -371,10 +496,24 @@ ssize_t audio_read_converted(int fd, const struct audio_fmt *src,
 
 		if (want_frames > BLOCK_FRAMES)
 			want_frames = BLOCK_FRAMES;
-		n = read_frames(s, dst, tmp, (sf_count_t)want_frames);
-		if (n <= 0)
-			break;
-		pack(dst, tmp, (size_t)n * src->channels, packed);
+		if (w) {
+			n = read_frames(s, AUDIO_F64, tmp,
+					(sf_count_t)want_frames);
+			if (n <= 0)
+				break;
+			mw.pos = mw.len = 0;
+			if (sf_writef_double(w, tmp, n) != n ||
+			    mw.len != n * (sf_count_t)fbytes) {
+				rc = -EIO;
+				goto out;
+			}
+			memcpy(packed, mw.p, (size_t)mw.len);
+		} else {
+			n = read_frames(s, dst, tmp, (sf_count_t)want_frames);
+			if (n <= 0)
+				break;
+			pack(dst, tmp, (size_t)n * src->channels, packed);
+		}
 		take = (size_t)n * fbytes - (size_t)skip;
 		if (take > len - done)
 			take = len - done;
@@ -386,6 +525,9 @@ ssize_t audio_read_converted(int fd, const struct audio_fmt *src,
 out:
 	free(tmp);
 	free(packed);
+	if (w)
+		sf_close(w);
+	free(mw.p);
 	sf_close(s);
 	return rc;
 }
@@ -472,7 +614,7 @@ int audio_encode(const char *format, const struct audio_fmt *fmt,
 	struct vstream vs = { read_fn, arg, 0, 0 };
 	SF_INFO in = { 0 }, out = { 0 };
 	SNDFILE *r = NULL, *w = NULL;
-	float *buf = NULL;
+	void *buf = NULL;
 	uint64_t done = 0;
 	int fd, rc = 0;
 
@@ -508,18 +650,22 @@ int audio_encode(const char *format, const struct audio_fmt *fmt,
 		rc = -EIO;
 		goto out;
 	}
-	buf = malloc((size_t)BLOCK_FRAMES * fmt->channels * sizeof(float));
+	/* Move samples in their own type (short for 16-bit, int for 24 and
+	 * 32, float otherwise): through float, 16-bit audio would not come
+	 * back bit for bit from a lossless FLAC. */
+	buf = malloc((size_t)BLOCK_FRAMES * fmt->channels *
+		     mem_sample(fmt->enc));
 	if (!buf) {
 		rc = -ENOMEM;
 		snprintf(err, errlen, "out of memory");
 		goto out;
 	}
 	while (done < total_frames) {
-		sf_count_t n = sf_readf_float(r, buf, BLOCK_FRAMES);
+		sf_count_t n = read_frames(r, fmt->enc, buf, BLOCK_FRAMES);
 
 		if (n <= 0)
 			break;
-		if (sf_writef_float(w, buf, n) != n) {
+		if (write_frames(w, fmt->enc, buf, n) != n) {
 			snprintf(err, errlen, "cannot encode %s: %s", format,
 				 sf_strerror(w));
 			rc = -EIO;

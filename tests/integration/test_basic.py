@@ -160,6 +160,36 @@ class Basic(h.JobfsTestCase):
                          ev_sizes[-1])
         self.assertRegex(d.status("fr"), r"(?m)^state +done$")
 
+    def test_output_is_the_done_prefix_while_running(self):
+        d = self.d
+        text = h.paragraphs(5)
+        paras = [p + "\n\n" for p in text.split("\n\n")[:5]]
+        d.mkjob("px", h.tw_spec({"TW_HANG": 1, "TW_CHUNKS": 2},
+                                parallel=3), text)
+        d.do("px", "resume")
+        d.wait_until(lambda: d.sj("px")["chunks"]["done"] == 4, 10,
+                     "chunks 1, 3, 4, 5 done")
+        self.assertEqual(d.chunk_names("px"),
+                         ["0001.out", "0003.out", "0004.out", "0005.out"])
+        out = h.read_text(d.path("px", "output.out"))
+        self.assertEqual(out, paras[0].upper())
+        self.assertEqual(os.stat(d.path("px", "output.out")).st_size,
+                         len(out))
+        d.do("px", "cancel")
+
+    def test_events_can_be_followed(self):
+        # tail -f: one open descriptor keeps seeing new lines
+        d = self.d
+        d.mkjob("tf", h.tw_spec(), h.paragraphs(2))
+        with open(d.path("tf", "events"), "rb") as f:
+            first = f.read()
+            self.assertTrue(first.endswith(b"\n"))
+            d.run_job("tf")
+            more = f.read()
+        self.assertIn(b'"event":"started"', more)
+        self.assertIn(b'"event":"run-done"', more)
+        self.assertEqual(first + more, h.read_bytes(d.path("tf", "events")))
+
     def test_manifest_dry_run_and_after(self):
         d = self.d
         text = h.paragraphs(9)

@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness as h  # noqa: E402
@@ -114,6 +115,58 @@ class Spec(h.JobfsTestCase):
         self.assertEqual(h.write_file(d.path("r", "input"), "other\n"), 0)
         self.assertEqual(h.read_bytes(d.path("r", "input")), b"other\n")
 
+    def test_oversized_spec_is_refused_with_its_reason(self):
+        d = self.d
+        d.mkjob("big", GOOD, h.paragraphs(2))
+        old = h.read_bytes(d.path("big", "spec"))
+        text = json.dumps({"command": "x", "env": {"PAD": "x" * 70000}})
+        rc = h.write_file(d.path("big", "spec"), text)
+        self.assertErrno(rc, (errno.EFBIG, errno.EINVAL))
+        self.assertEqual(h.read_bytes(d.path("big", "spec")), old)
+        # the reason names the limit, not some later, unrelated check
+        self.assertIn("65536", d.reason("big"))
+
+    def test_empty_input_by_open_truncate(self):
+        # ": > input" and cp /dev/null input: open(O_TRUNC), close
+        d = self.d
+        d.mkjob("ei", GOOD, h.paragraphs(3))
+        self.assertEqual(h.write_file(d.path("ei", "input"), b""), 0)
+        self.check_empty_input("ei")
+
+    def test_empty_input_by_truncate(self):
+        d = self.d
+        d.mkjob("et", GOOD, h.paragraphs(3))
+        self.assertEqual(h.errno_of(os.truncate, d.path("et", "input"), 0),
+                         0)
+        self.check_empty_input("et")
+
+    def check_empty_input(self, job):
+        """The job's input is now empty, everywhere, and stays so across a
+        remount; a new input then works."""
+        d = self.d
+        empty_sha = ("e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495"
+                     "991b7852b855")
+        time.sleep(0.3)  # release, which commits it, runs after close
+        rc = h.errno_of(h.read_bytes, d.path(job, "input"))
+        self.assertEqual(rc, 0, "cat input fails with %s after emptying "
+                         "it; manifest input: %s" %
+                         (h.errname(rc), d.manifest(job)["input"]))
+        self.assertEqual(h.read_bytes(d.path(job, "input")), b"")
+        self.assertEqual(os.stat(d.path(job, "input")).st_size, 0)
+        m = d.manifest(job)
+        self.assertEqual(m["input"]["sha256"], empty_sha)
+        self.assertEqual(m["chunk_count"], 0)
+        self.assertEqual(d.sj(job)["chunks"]["total"], 0)
+        # what the store holds agrees, after a remount too
+        d.stop(keep_dirs=True)
+        d2 = self.new_daemon(store=d.store, mnt=d.mnt)
+        self.assertEqual(h.read_bytes(d2.path(job, "input")), b"")
+        self.assertEqual(d2.sj(job)["chunks"]["total"], 0)
+        d2.set_input(job, "fresh text.\n")
+        d2.run_job(job)
+        self.assertEqual(h.read_text(d2.path(job, "output.out")),
+                         "FRESH TEXT.\n")
+
     def test_job_names(self):
         d = self.d
         bad = [".hidden", "..x", "a" * 65, "with space", "caf\u00e9",
@@ -135,6 +188,43 @@ class Spec(h.JobfsTestCase):
         self.assertErrno(h.errno_of(os.mkdir, d.path("a")), errno.EEXIST)
         self.assertErrno(h.errno_of(os.mkdir, d.path("a", "sub")),
                          (errno.EPERM, errno.EACCES))
+
+
+class InputLimit(h.JobfsTestCase):
+    daemon_args = ("--max-input=1000",)
+
+    def refused_input(self, pieces):
+        d = self.d
+        text = h.paragraphs(3)
+        d.mkjob("lim", GOOD, text)
+        rc = h.write_file(d.path("lim", "input"), "x" * 2000,
+                          pieces=pieces)
+        self.assertErrno(rc, errno.EFBIG)
+        time.sleep(0.3)  # release runs after close returns
+        rc = h.errno_of(h.read_bytes, d.path("lim", "input"))
+        self.assertEqual(rc, 0, "cat input fails with %s after a refused "
+                         "write" % h.errname(rc))
+        got = h.read_text(d.path("lim", "input"))
+        self.assertEqual(got, text, "a refused input replaced the old one "
+                         "with %d bytes" % len(got))
+        self.assertEqual(d.manifest("lim")["input"]["length"], len(text))
+        d.run_job("lim")
+        self.assertEqual(h.read_text(d.path("lim", "output.out")),
+                         text.upper())
+
+    def test_input_refused_at_first_write_keeps_the_old_one(self):
+        self.refused_input(None)
+
+    def test_input_refused_at_a_later_write_keeps_the_old_one(self):
+        self.refused_input(800)
+
+    def test_input_at_the_limit(self):
+        d = self.d
+        d.mkjob("lim", GOOD, "x.\n")
+        # exactly the limit is fine
+        self.assertEqual(h.write_file(d.path("lim", "input"),
+                                      "y" * 999 + "\n"), 0)
+        self.assertEqual(os.stat(d.path("lim", "input")).st_size, 1000)
 
 
 def reason_re(text):

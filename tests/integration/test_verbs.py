@@ -243,6 +243,29 @@ class Verbs(h.JobfsTestCase):
                                 h.chunk_events(new, "started")), [1, 2, 3])
         self.assertEqual(h.read_bytes(d.path(job, "output.out")), out)
 
+    def test_redone_chunk_is_read_fresh(self):
+        # same name, same size, new bytes: no stale page cache
+        d = self.d
+        d.mkjob("fresh", {"command": 'echo "attempt $JOBFS_ATTEMPT"'},
+                "one.\n\ntwo.\n")
+        d.run_job("fresh")
+        path = d.path("fresh", "chunks", "0001.out")
+        self.assertEqual(h.read_text(path), "attempt 1\n")
+        with open(path, "rb") as held:  # an old reader keeps its file
+            self.assertEqual(held.read(), b"attempt 1\n")
+            before = len(d.events("fresh"))
+            d.do("fresh", "retry 1")
+            d.wait_event("fresh", lambda e: e["event"] == "done", 10,
+                         "chunk 1 redone", since=before)
+            d.wait_for("fresh", "done", 10)
+            self.assertEqual(h.read_text(path), "attempt 2\n")
+            self.assertEqual(h.read_text(d.path("fresh", "output.out")),
+                             "attempt 2\nattempt 1\n")
+        os.unlink(path)
+        d.wait_for("fresh", "done", 10)
+        d.wait_until(lambda: os.path.exists(path), 10, "chunk 1 again")
+        self.assertEqual(h.read_text(path), "attempt 3\n")
+
     def test_retry_refused_while_chunk_runs(self):
         d = self.d
         job = self.ready_job(n=3, env={"TW_HANG": 1, "TW_CHUNKS": 1})
@@ -305,11 +328,19 @@ class Verbs(h.JobfsTestCase):
         self.assertEqual(h.read_text(d.path(job, "input")),
                          h.paragraphs(4))  # spec and input kept
 
+    def objects(self):
+        return [f for _, _, files in os.walk(os.path.join(self.d.store,
+                                                          "objects"))
+                for f in files]
+
     def test_reset_of_done_job_runs_again(self):
         d = self.d
         job = self.ready_job(n=3)
         d.run_job(job)
+        self.assertEqual(len(self.objects()), 3)
         d.do(job, "reset")
+        d.wait_until(lambda: not self.objects(), 3,
+                     "the released outputs to leave STORE/objects")
         self.assertEqual(d.chunk_names(job), [])
         before = len(d.events(job))
         d.run_job(job)
@@ -384,6 +415,10 @@ class Verbs(h.JobfsTestCase):
         d.wait_until(lambda: not self.workers(mark), 5, "workers to die")
         os.rmdir(d.path(job))
         self.assertNotIn(job, os.listdir(d.mnt))
+        # its data left the store: input, events, logs
+        for sub in ("inputs", "events", "logs"):
+            self.assertEqual(os.listdir(os.path.join(d.store, sub)), [],
+                             "STORE/%s keeps files of a deleted job" % sub)
         self.assertErrno(h.errno_of(os.stat, d.path(job)), errno.ENOENT)
         # the name is free again, for a new, empty job
         os.mkdir(d.path(job))

@@ -5,6 +5,7 @@ output file, the environment, descriptors, bounded logs, stdin that is
 never read, the scratch directory and the output cap."""
 
 import datetime
+import errno
 import json
 import os
 import sys
@@ -189,6 +190,29 @@ class Workers(h.JobfsTestCase):
         self.assertNotIn("junk", h.read_text(d.path(job, "chunks",
                                                     "0001.txt")))
 
+    def test_output_symlink_is_not_followed(self):
+        d = self.d
+        secret = os.path.join(d.root, "secret.txt")
+        with open(secret, "w") as f:
+            f.write("not for the job\n")
+        d.mkjob("ln", {"command": 'ln -s %s "$JOBFS_OUTPUT"; echo from '
+                       'stdout' % secret}, "one.\n")
+        d.run_job("ln")
+        self.assertEqual(h.read_text(d.path("ln", "chunks", "0001.out")),
+                         "from stdout\n")
+        self.assertEqual(h.read_text(secret), "not for the job\n")
+
+    def test_background_process_of_a_finished_worker_is_killed(self):
+        d = self.d
+        mark = uuid.uuid4().hex
+        d.mkjob("bg", {"command": "sleep 1000 & echo started",
+                       "env": {"TW_MARK": mark}}, "one.\n")
+        d.run_job("bg")
+        self.assertEqual(h.read_text(d.path("bg", "output.out")),
+                         "started\n")
+        d.wait_until(lambda: not self.workers(mark), 3,
+                     "the background sleep to be killed")
+
     def test_only_fds_0_1_2(self):
         d = self.d
         job = self.job("f", {"TW_FDS": 1}, text="a.\n\nb.\n\nc.\n",
@@ -276,9 +300,16 @@ class WorkerEnv(h.JobfsTestCase):
 
     def test_environment(self):
         d = self.d
-        d.mkjob("envjob", {"command": ["env"], "env": {"VOICE": "en"},
-                           "params": {"model": "small", "n": 2},
-                           "ext": "txt"}, "a.\n\nb.\n\nc.\n")
+        # the spec cannot set what jobfs sets
+        os.mkdir(d.path("envjob"))
+        self.assertErrno(h.write_file(d.path("envjob", "spec"), json.dumps(
+            {"command": ["env"], "env": {"JOBFS_CHUNK": "77"}})),
+            errno.EINVAL)
+        self.assertIn("JOBFS_CHUNK", d.reason("envjob"))
+        d.set_spec("envjob", {"command": ["env"], "env": {"VOICE": "en"},
+                              "params": {"model": "small", "n": 2},
+                              "ext": "txt"})
+        d.set_input("envjob", "a.\n\nb.\n\nc.\n")
         d.run_job("envjob")
         body = h.read_text(d.path("envjob", "chunks", "0002.txt"))
         env = dict(line.split("=", 1) for line in body.splitlines()
