@@ -93,6 +93,15 @@ static struct engine *E(void)
 	return fuse_get_context()->private_data;
 }
 
+/* Only the user who mounted jobfs may change anything: writing a spec or a
+ * verb runs code as that user. The kernel enforces this too when others
+ * are let in (allow_other adds default_permissions); this is the second
+ * lock on the same door. */
+static int owner(void)
+{
+	return fuse_get_context()->uid == getuid();
+}
+
 /* "0007.out" -> 7, checking the exact width and extension so that every
  * chunk has one name. */
 static int parse_numbered(const char *s, unsigned width, const char *ext,
@@ -363,6 +372,8 @@ static int fs_mkdir(const char *path, mode_t mode)
 	const char *name = path + 1;
 
 	(void)mode;
+	if (!owner())
+		return -EACCES;
 	if (strchr(name, '/')) {
 		/* inside a job: only the fixed tree exists */
 		struct node nd;
@@ -377,6 +388,8 @@ static int fs_rmdir(const char *path)
 	struct node nd;
 	int rc = parse_path(path, &nd);
 
+	if (!owner())
+		return -EACCES;
 	if (rc)
 		return rc;
 	if (nd.kind != K_JOB)
@@ -389,6 +402,8 @@ static int fs_unlink(const char *path)
 	struct node nd;
 	int rc = parse_path(path, &nd);
 
+	if (!owner())
+		return -EACCES;
 	if (rc)
 		return rc;
 	if (nd.kind != K_CHUNK)
@@ -430,8 +445,8 @@ static int fs_open(const char *path, struct fuse_file_info *fi)
 	rc = parse_path(path, &nd);
 	if (rc)
 		return rc;
-	if (acc != O_RDONLY && nd.kind != K_SPEC && nd.kind != K_INPUT &&
-	    nd.kind != K_CONTROL)
+	if (acc != O_RDONLY && ((nd.kind != K_SPEC && nd.kind != K_INPUT &&
+				 nd.kind != K_CONTROL) || !owner()))
 		return -EACCES;
 	h = handle_new(&nd);
 	if (!h)
@@ -616,6 +631,8 @@ static int fs_truncate(const char *path, off_t size,
 	struct node nd;
 	int rc;
 
+	if (!owner())
+		return -EACCES;
 	if (h && h->writing && h->kind == K_SPEC) {
 		rc = buf_reserve(h, (size_t)size);
 		if (rc)

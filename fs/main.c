@@ -305,6 +305,28 @@ static void check_mountpoint(const char *mp)
 	die("mountpoint %s: %s", mp, strerror(errno));
 }
 
+/* Whether "-o ...allow_other..." is among the arguments. */
+static int allow_other_given(int argc, char *argv[])
+{
+	for (int i = 1; i < argc; i++) {
+		const char *o = NULL;
+
+		if (!strcmp(argv[i], "-o") && i + 1 < argc)
+			o = argv[i + 1];
+		else if (!strncmp(argv[i], "-o", 2))
+			o = argv[i] + 2;
+		if (!o)
+			continue;
+		for (const char *p = o; (p = strstr(p, "allow_other"));
+		     p += 11) {
+			if ((p == o || p[-1] == ',') &&
+			    (p[11] == '\0' || p[11] == ','))
+				return 1;
+		}
+	}
+	return 0;
+}
+
 int main(int argc, char *argv[])
 {
 	struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
@@ -398,7 +420,13 @@ int main(int argc, char *argv[])
 	if (rc)
 		die("%s", err[0] ? err : strerror(-rc));
 
-	fuse_opt_add_arg(&args, "-osubtype=jobfs,fsname=jobfs");
+	/* Whoever can write a spec can run code as us: never honour set-uid
+	 * bits or device nodes, and when others are let in at all
+	 * (allow_other), let the kernel enforce the modes we report, which
+	 * give write access to the owner only. */
+	fuse_opt_add_arg(&args, "-osubtype=jobfs,fsname=jobfs,nosuid,nodev");
+	if (allow_other_given(argc, argv))
+		fuse_opt_add_arg(&args, "-odefault_permissions");
 	fuse = fuse_new(&args, &jobfs_ops, sizeof(jobfs_ops), e);
 	if (!fuse)
 		die("cannot set up FUSE (bad -o option?)");

@@ -329,6 +329,12 @@ class Daemon:
         try:
             unmount(self.mnt)
             if self.pid and self.alive():
+                # the unmount started its shutdown; if the unmount
+                # failed, this does
+                try:
+                    os.kill(self.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
                 end = time.monotonic() + KILL_AFTER
                 while time.monotonic() < end and self.alive():
                     time.sleep(0.05)

@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness as h  # noqa: E402
@@ -303,6 +304,26 @@ class Basic(h.JobfsTestCase):
         self.assertEqual(sorted(os.listdir(os.path.join(job, "logs"))),
                          ["00001.log", "10001.log"])
 
+
+    @unittest.skipIf(os.environ.get("JOBFS_TEST_QUICK"),
+                     "JOBFS_TEST_QUICK: no full 10001-chunk run")
+    def test_10001_chunks_all_run(self):
+        # about 35 s on a 2-CPU VM: one process and one fsync per chunk
+        d = self.d
+        n = 10001
+        text = "".join("row %d\n" % i for i in range(1, n + 1))
+        d.mkjob("all", {"command": ["cat"], "chunking": {"by": "line"},
+                        "parallel": 2, "output": "none"}, text)
+        d.run_job("all", timeout=150)
+        names = os.listdir(d.path("all", "chunks"))
+        self.assertEqual(sorted(names),
+                         ["%05d.out" % i for i in range(1, n + 1)])
+        for i in (1, 9999, 10000, n):
+            self.assertEqual(h.read_text(d.path("all", "chunks",
+                                                "%05d.out" % i)),
+                             "row %d\n" % i)
+        self.assertNotIn("output.out", os.listdir(d.path("all")))
+        self.assertEqual(d.sj("all")["chunks"]["done"], n)
 
 if __name__ == "__main__":
     h.main()
