@@ -1035,6 +1035,19 @@ uint64_t engine_max_input(struct engine *e)
 	return e->o.max_input;
 }
 
+void engine_input_refuse(struct engine *e, const char *name, uint64_t size)
+{
+	struct job *j;
+
+	LOCK(e);
+	j = job_find(e, name);
+	if (j)
+		job_reject(j, "input refused: a write reaching %" PRIu64
+			   " bytes is over the limit of %" PRIu64 " (--max-input);"
+			   " the input in force is kept", size, e->o.max_input);
+	UNLOCK(e);
+}
+
 int engine_input_begin(struct engine *e, const char *name, int trunc,
 		       struct input_tx **out, int *fd_out)
 {

@@ -122,6 +122,8 @@ int engine_input_begin(struct engine *e, const char *name, int trunc,
 int engine_input_commit(struct engine *e, struct input_tx *tx);
 void engine_input_abort(struct engine *e, struct input_tx *tx);
 uint64_t engine_max_input(struct engine *e);
+/* A write to input crossed the limit: record why in status. */
+void engine_input_refuse(struct engine *e, const char *name, uint64_t size);
 int engine_input_open(struct engine *e, const char *name, int *fd_out);
 
 /* events: the open log for reading. */

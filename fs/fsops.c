@@ -83,6 +83,8 @@ struct handle {
 	int writing;
 	int dirty;            /* written since the last commit */
 	int trunc_only;       /* opened with O_TRUNC, nothing written yet */
+	int refused;          /* a write failed with this -errno: nothing
+			       * of this handle is committed */
 	struct input_tx *itx;
 	int ifd;              /* the tx's descriptor, borrowed */
 	struct output_view *ov;
@@ -581,9 +583,11 @@ static int fs_write(const char *path, const char *buf, size_t size,
 		rc = engine_control(E(), h->job, buf, size);
 		return rc ? rc : (int)size;
 	case K_SPEC:
+		if (h->refused)
+			return h->refused;
 		if ((uint64_t)off + size > SPEC_MAX_BYTES) {
 			engine_spec_check(E(), h->job, "", SPEC_MAX_BYTES + 1);
-			return -EFBIG;
+			return h->refused = -EFBIG;
 		}
 		rc = buf_reserve(h, (size_t)off + size);
 		if (rc)
@@ -599,23 +603,29 @@ static int fs_write(const char *path, const char *buf, size_t size,
 		if (spec_is_complete(h->buf, h->len)) {
 			rc = engine_spec_check(E(), h->job, h->buf, h->len);
 			if (rc)
-				return rc;
+				return h->refused = rc;
 		}
 		return (int)size;
 	case K_INPUT: {
 		ssize_t n;
 
+		if (h->refused)
+			return h->refused;
+		if ((uint64_t)off + size > engine_max_input(E())) {
+			/* the whole write is void: a partial input must
+			 * not replace the one in force */
+			engine_input_refuse(E(), h->job, (uint64_t)off + size);
+			return h->refused = -EFBIG;
+		}
 		if (!h->itx) {
 			rc = engine_input_begin(E(), h->job, 0, &h->itx,
 						&h->ifd);
 			if (rc)
 				return rc;
 		}
-		if ((uint64_t)off + size > engine_max_input(E()))
-			return -EFBIG;
 		n = pwrite(h->ifd, buf, size, off);
 		if (n < 0)
-			return -errno;
+			return h->refused = -errno;
 		h->dirty = 1;
 		return (int)n;
 	}
@@ -712,6 +722,8 @@ static int fs_flush(const char *path, struct fuse_file_info *fi)
 	struct handle *h = (struct handle *)(uintptr_t)fi->fh;
 
 	(void)path;
+	if (h->refused)
+		return h->refused;
 	if (!h->writing || !h->dirty)
 		return 0;
 	return handle_commit(h);
@@ -722,7 +734,7 @@ static int fs_release(const char *path, struct fuse_file_info *fi)
 	struct handle *h = (struct handle *)(uintptr_t)fi->fh;
 
 	(void)path;
-	if (h->writing && (h->dirty || h->trunc_only))
+	if (h->writing && !h->refused && (h->dirty || h->trunc_only))
 		handle_commit(h);
 	handle_free(h);
 	return 0;

@@ -321,9 +321,9 @@ static int cut_one(void *arg, uint64_t start, uint64_t end)
 /*
  * Replace j's plan. new_spec (with its parse new_parsed) replaces the spec
  * when not NULL; on success the parse moves into the job (the caller must
- * not release it), on failure it stays the caller's. input (input_len
- * bytes, SHA input_sha) replaces the input when not NULL; with input NULL
- * and has_input set the committed input is cut again. Called with e->lock
+ * not release it), on failure it stays the caller's. A new input is given
+ * as input_sha with input_len bytes at input (NULL when empty); with
+ * input_sha NULL and has_input set the committed input is cut again. Called with e->lock
  * held and the job not busy. On failure nothing changes and a negative
  * errno is returned (-E2BIG when the input cuts into more chunks than
  * allowed).
@@ -345,8 +345,8 @@ int plan_job(struct engine *e, struct job *j, const char *new_spec,
 	size_t mapped_len = 0;
 	int rc;
 
-	if (!input && j->rec.has_input && has_input) {
-		/* spec change: cut the input already in force */
+	if (!input_sha && j->rec.has_input && has_input) {
+		/* no new input (a spec change): cut the one in force */
 		rc = job_map_input_ro(e, j, &mapped, &mapped_len);
 		if (rc)
 			return rc;

@@ -51,7 +51,7 @@ TESTWORKER = _program("JOBFS_TESTWORKER",
 MOUNT_TIMEOUT = 10.0
 KILL_AFTER = 5.0
 
-# every daemon started and not yet torn down, for the watchdog and atexit
+# every daemon started and not yet torn down, for the watchdog and main()
 _live = []
 _live_lock = threading.Lock()
 

@@ -12,6 +12,7 @@ import sys
 import tempfile
 import unittest
 
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness as h  # noqa: E402
 
@@ -263,8 +264,9 @@ class Basic(h.JobfsTestCase):
     def width_job(self, name, lines, run):
         d = self.d
         text = "".join("line number %d\n" % i for i in range(1, lines + 1))
-        d.mkjob(name, {"command": ["cat"], "chunking": {"by": "line"},
-                       "output": "none"}, text)
+        # a line on stderr, so that every chunk that ran has a log
+        d.mkjob(name, {"command": "cat; echo log >&2",
+                       "chunking": {"by": "line"}, "output": "none"}, text)
         self.assertEqual(d.manifest(name)["chunk_count"], lines)
         self.assertNotIn("output.out", os.listdir(d.path(name)))
         d.do(name, "retry " + ",".join(str(n) for n in run))

@@ -7,10 +7,12 @@ command, params) is unchanged."""
 import errno
 import json
 import os
+import re
 import subprocess
 import sys
 import time
 
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness as h  # noqa: E402
 
@@ -228,7 +230,6 @@ class InputLimit(h.JobfsTestCase):
 
 
 def reason_re(text):
-    import re
     return re.escape(text)
 
 
