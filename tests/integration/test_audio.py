@@ -184,6 +184,39 @@ def libsndfile_can(fmt_major, fmt_sub):
 
 SF_FORMAT_OGG, SF_FORMAT_VORBIS = 0x200000, 0x0060
 
+
+def libsndfile_read(path):
+    """Open path with libsndfile itself (ctypes) and read every frame as
+    float: (frames, rate, channels, frames actually read), or None if
+    libsndfile cannot open it."""
+    name = ctypes.util.find_library("sndfile") or "libsndfile.so.1"
+    lib = ctypes.CDLL(name)
+
+    class SFInfo(ctypes.Structure):
+        _fields_ = [("frames", ctypes.c_int64), ("samplerate", ctypes.c_int),
+                    ("channels", ctypes.c_int), ("format", ctypes.c_int),
+                    ("sections", ctypes.c_int), ("seekable", ctypes.c_int)]
+    lib.sf_open.restype = ctypes.c_void_p
+    lib.sf_open.argtypes = [ctypes.c_char_p, ctypes.c_int,
+                            ctypes.POINTER(SFInfo)]
+    lib.sf_readf_float.restype = ctypes.c_int64
+    lib.sf_readf_float.argtypes = [ctypes.c_void_p, ctypes.c_void_p,
+                                   ctypes.c_int64]
+    lib.sf_close.argtypes = [ctypes.c_void_p]
+    info = SFInfo()
+    sf = lib.sf_open(path.encode(), 0x10, ctypes.byref(info))  # SFM_READ
+    if not sf:
+        return None
+    buf = (ctypes.c_float * (4096 * max(info.channels, 1)))()
+    got = 0
+    while True:
+        n = lib.sf_readf_float(sf, buf, 4096)
+        if n <= 0:
+            break
+        got += n
+    lib.sf_close(sf)
+    return info.frames, info.samplerate, info.channels, got
+
 AUDIO_LINE = re.compile(r"(?m)^audio +(\d+\.\d{3}) s in (\d+) chunks?, "
                         r"(\d+) Hz, (\d+) channels?, (\S+)$")
 
@@ -223,6 +256,11 @@ class Audio(h.JobfsTestCase):
                          "%s: soxi -s against the data size" % path)
         if info["fact"] is not None:
             self.assertEqual(info["fact"], frames, "%s: fact chunk" % path)
+        # libsndfile itself reads every frame the header promises
+        lsf = libsndfile_read(path)
+        self.assertIsNotNone(lsf, "%s: libsndfile cannot open it" % path)
+        self.assertEqual(lsf, (frames, info["rate"], info["channels"],
+                               frames), "%s: libsndfile's view" % path)
         # small reads at scattered offsets on one descriptor, as players
         # and sox do, give the same bytes (soft: the rest still runs)
         with self.subTest(check="small reads", path=path):
