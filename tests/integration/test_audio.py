@@ -226,7 +226,7 @@ class Audio(h.JobfsTestCase):
     def setUp(self):
         self.assertTrue(os.access(WAVWORKER, os.X_OK), "no wav worker at %s "
                         "(set JOBFS_WAVWORKER)" % WAVWORKER)
-        for tool in ("soxi", "sox", "espeak-ng"):
+        for tool in ("soxi", "sox", "espeak-ng", "sndfile-info", "ffprobe"):
             self.assertTrue(shutil.which(tool), "%s is not installed" % tool)
         super().setUp()
         self.tmp = tempfile.mkdtemp(prefix="jobfs-audio-", dir="/tmp")
@@ -256,6 +256,23 @@ class Audio(h.JobfsTestCase):
                          "%s: soxi -s against the data size" % path)
         if info["fact"] is not None:
             self.assertEqual(info["fact"], frames, "%s: fact chunk" % path)
+        # sndfile-info and ffprobe agree on the frame count
+        out = subprocess.run(["sndfile-info", path], capture_output=True,
+                             text=True, timeout=30).stdout
+        m = re.search(r"(?m)^Frames\s*:\s*(\d+)", out)
+        self.assertTrue(m, "%s: sndfile-info: %s" % (path, out[-300:]))
+        self.assertEqual(int(m.group(1)), frames, "%s: sndfile-info" % path)
+        out = subprocess.run(["ffprobe", "-v", "error", "-show_entries",
+                              "stream=duration_ts,sample_rate,channels",
+                              "-of", "json", path], capture_output=True,
+                             text=True, timeout=30)
+        self.assertEqual(out.returncode, 0, "%s: ffprobe: %s" %
+                         (path, out.stderr))
+        st0 = json.loads(out.stdout)["streams"][0]
+        self.assertEqual((int(st0["duration_ts"]), int(st0["sample_rate"]),
+                          st0["channels"]),
+                         (frames, info["rate"], info["channels"]),
+                         "%s: ffprobe" % path)
         # libsndfile itself reads every frame the header promises
         lsf = libsndfile_read(path)
         self.assertIsNotNone(lsf, "%s: libsndfile cannot open it" % path)
