@@ -20,6 +20,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "crashpoint.h"
 #include "engine_int.h"
 
 #define LOCK(e) pthread_mutex_lock(&(e)->lock)
@@ -1006,6 +1007,7 @@ int engine_spec_set(struct engine *e, const char *name, const char *text,
 		UNLOCK(e);
 		return 0;
 	}
+	crashpoint("spec-write");
 	rc = plan_job(e, j, text, len, &s, NULL, 0, NULL, j->rec.has_input);
 	if (rc) {
 		spec_release(&s);
@@ -1173,6 +1175,7 @@ int engine_input_commit(struct engine *e, struct input_tx *tx)
 	rc = objstore_fsync_dir(e->os.inputs);
 	if (rc)
 		goto out;
+	crashpoint("input-renamed");
 	oldname[0] = '\0';
 	if (j->rec.has_input)
 		job_input_name(j, oldname, sizeof(oldname));

@@ -46,6 +46,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "crashpoint.h"
 #include "engine_int.h"
 
 #define LOG_HEAD (32 * 1024)   /* first bytes of stderr kept */
@@ -612,6 +613,7 @@ int engine_open(const struct engine_opts *o, struct executor *ex,
 	/* Temp files and scratch directories belong to attempts that the
 	 * crash ended: none of them was committed. */
 	objstore_clear_temps(&e->os);
+	crashpoint("recovery");
 
 	snprintf(dbdir, sizeof(dbdir), "%s/db", e->os.path);
 	rc = db_open(dbdir, 0, &e->db, err, errlen);
@@ -638,6 +640,7 @@ int engine_open(const struct engine_opts *o, struct executor *ex,
 		/* Objects nothing refers to: a crash between publish and
 		 * commit, or between a release and its unlink. */
 		objstore_sweep(&e->os, obj_live, t);
+		crashpoint("recovery");
 		sweep_inputs(e);
 	}
 	db_abort(t);
@@ -760,6 +763,7 @@ static int attempt_start(struct engine *e, struct job *j, uint32_t n)
 		a->out_name[0] = '\0';
 		goto fail;
 	}
+	crashpoint("tmp-created");
 	/* the previous attempt's log goes; this one's comes with its
 	 * first stderr byte */
 	a->logs_dir = e->os.logs;
@@ -1320,6 +1324,8 @@ static void commit_batch(struct engine *e, struct attempt **batch, size_t n,
 					 (const uint8_t (*)[SHA_LEN])synced,
 					 nsynced, created) : -ENOMEM;
 	free(synced);
+	if (!rc)
+		crashpoint("dir-fsync");
 	for (size_t i = 0; rc && i < n; i++) {
 		struct attempt *a = batch[i];
 
@@ -1359,10 +1365,14 @@ static void commit_batch(struct engine *e, struct attempt **batch, size_t n,
 		if (!rc)
 			rc = db_chunk_put(t, a->job->id, a->n, &r, "");
 	}
-	if (!rc && t)
+	if (!rc && t) {
+		crashpoint("before-commit");
 		rc = db_commit(t);
-	else
+		if (!rc)
+			crashpoint("after-commit");
+	} else {
 		db_abort(t);
+	}
 	t = NULL;
 
 	/* Step 4: visible. */
@@ -1395,8 +1405,10 @@ static void commit_batch(struct engine *e, struct attempt **batch, size_t n,
 		for (size_t i = 0; i < ndead; i++) {
 			struct obj_rec r;
 
-			if (db_obj_get(t, dead[i], &r) == -ENOENT)
+			if (db_obj_get(t, dead[i], &r) == -ENOENT) {
+				crashpoint("gc");
 				objstore_unlink_obj(&e->os, dead[i]);
+			}
 		}
 		db_abort(t);
 	}

@@ -30,6 +30,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "crashpoint.h"
 #include "engine.h"
 #include "fsops.h"
 #include "spec.h"
@@ -626,6 +627,7 @@ static int fs_write(const char *path, const char *buf, size_t size,
 		n = pwrite(h->ifd, buf, size, off);
 		if (n < 0)
 			return h->refused = -errno;
+		crashpoint("mid-input");
 		h->dirty = 1;
 		return (int)n;
 	}

@@ -55,6 +55,11 @@ int db_open(const char *dir, int readonly, struct db **out,
 	struct db *db;
 	MDB_txn *txn = NULL;
 	unsigned int flags = MDB_NOTLS | (readonly ? MDB_RDONLY : 0);
+#ifdef JOBFS_MUTANT_NOSYNC
+	/* a deliberately broken build: the power-loss and persistence-order
+	 * suites must catch it */
+	flags |= MDB_NOSYNC;
+#endif
 	unsigned int dflags = readonly ? 0 : MDB_CREATE;
 	int rc, dead = 0;
 

@@ -11,6 +11,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "crashpoint.h"
 #include "objects.h"
 
 static int open_subdir(int dirfd, const char *name, int *out)
@@ -191,12 +192,14 @@ int objstore_publish_nosync(struct objstore *os, int fd, int dirfd,
 	rc = sha_fd(fd, sha, size);
 	if (rc)
 		return rc;
+	crashpoint("mid-output");
 #ifndef JOBFS_MUTANT_NO_OUTPUT_FSYNC
 	while (fsync(fd) < 0) {
 		if (errno != EINTR)
 			return -errno;
 	}
 #endif
+	crashpoint("file-fsync");
 	obj_path(sha, dir, file);
 	if (mkdirat(os->objects, dir, 0700) == 0)
 		*created = 1;
@@ -210,6 +213,8 @@ int objstore_publish_nosync(struct objstore *os, int fd, int dirfd,
 	 * so the bytes are the same. */
 	rc = renameat(dirfd, name, sub, file) < 0 ? -errno : 0;
 	close(sub);
+	if (!rc)
+		crashpoint("rename");
 	return rc;
 }
 
@@ -281,6 +286,7 @@ long objstore_sweep(struct objstore *os, objstore_live_fn is_live, void *arg)
 			    memcmp(e->d_name, de->d_name, 2) == 0 &&
 			    is_live(arg, sha))
 				continue;
+			crashpoint("gc");
 			if (unlinkat(sfd, e->d_name, 0) == 0)
 				removed++;
 		}
