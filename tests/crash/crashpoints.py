@@ -101,8 +101,8 @@ def drive(d, stage):
                      60, "done or dead")
         if d.alive():
             stage["done2"] = True
-    except (OSError, RuntimeError):
-        pass  # the daemon died under us
+    except (OSError, RuntimeError) as e:
+        stage["error"] = str(e)  # the daemon died under us
 
 
 def reference(build):
@@ -154,8 +154,15 @@ def one(build, point, k, want, violations):
                 d2.stop(keep_dirs=True)
         else:
             drive(d, stage)
+            if "error" in stage:
+                # the mount failed under us: give a dying daemon the
+                # moment it takes to be gone
+                h.wait_pid_gone(d.pid, 5)
             crashed = not d.alive()
             if not crashed:
+                if os.environ.get("CRASHPOINTS_DEBUG"):
+                    print("debug: %s:%d not reached; stage %s" %
+                          (point, k, stage), flush=True)
                 return False, False
         before = events_of(d.store)
         h.unmount(d.mnt)
