@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "crashpoint.h"
+#include "fault.h"
 #include "engine_int.h"
 
 #define LOCK(e) pthread_mutex_lock(&(e)->lock)
@@ -338,7 +339,7 @@ static int edit_chunks(struct engine *e, struct job *j, const uint32_t *list,
 		       size_t count, rec_edit_fn fn, void *arg,
 		       struct release_ctx *rel)
 {
-	struct db_txn *t;
+	struct db_txn *t = NULL;
 	int rc;
 
 	rc = db_begin(e->db, 1, &t);
@@ -832,7 +833,7 @@ static int verify_collect(void *arg, uint32_t n, const struct chunk_rec *r,
 static int verb_verify(struct engine *e, struct job *j)
 {
 	struct vcollect c = { 0 };
-	struct db_txn *t;
+	struct db_txn *t = NULL;
 	size_t nbad = 0;
 	uint32_t *list = NULL;
 	int rc;
@@ -1167,7 +1168,8 @@ int engine_input_commit(struct engine *e, struct input_tx *tx)
 	}
 	sha_hex(sha, hex);
 	snprintf(name, sizeof(name), "%" PRIu64 "-%s", j->id, hex);
-	if (renameat(e->os.tmp, tx->tmp, e->os.inputs, name) < 0) {
+	if (FAULT("jobfs/rename", EIO) ||
+	    renameat(e->os.tmp, tx->tmp, e->os.inputs, name) < 0) {
 		rc = -errno;
 		goto out;
 	}
@@ -1286,7 +1288,7 @@ int engine_chunk_list(struct engine *e, const char *name, int logs,
 		      engine_chunk_fn fn, void *arg)
 {
 	struct list_ctx c = { fn, arg, NULL };
-	struct db_txn *t;
+	struct db_txn *t = NULL;
 	struct job *j;
 	int rc;
 
@@ -1340,7 +1342,7 @@ int engine_chunk_stat(struct engine *e, const char *name, uint32_t n,
 		      uint64_t *size, int64_t *mtime_ms)
 {
 	struct chunk_rec r;
-	struct db_txn *t;
+	struct db_txn *t = NULL;
 	struct job *j;
 	int rc;
 
@@ -1378,7 +1380,7 @@ int engine_chunk_open(struct engine *e, const char *name, uint32_t n,
 		      int *fd_out)
 {
 	struct chunk_rec r;
-	struct db_txn *t;
+	struct db_txn *t = NULL;
 	struct job *j;
 	int rc;
 
@@ -1574,7 +1576,7 @@ static int view_build(struct engine *e, struct job *j, uint32_t first,
 {
 	struct prefix_ctx c = { v, j, first, 0, max, 0, 0, j->audio_problem,
 				sizeof(j->audio_problem) };
-	struct db_txn *t;
+	struct db_txn *t = NULL;
 	uint64_t gap_frames = 0;
 	int rc;
 

@@ -52,6 +52,7 @@
 #define LOG_HEAD (32 * 1024)   /* first bytes of stderr kept */
 #define LOG_TAIL (32 * 1024)   /* last bytes of stderr kept */
 #define FEED_MAX (256 * 1024)  /* stdin bytes written per wakeup */
+#define FEED_BUF (64 * 1024)   /* per attempt, between input and pipe */
 
 /* ------------------------------------------------------------------ */
 /* small helpers */
@@ -346,43 +347,39 @@ int job_put_rec(struct engine *e, struct db_txn *t, struct job *j)
 	return db_job_put(t, j->name, &j->rec, j->spec_text, j->spec_len);
 }
 
+/* While chunks run, the job's input stays open; workers' stdin is fed
+ * from it with pread through a small buffer per attempt, so the daemon's
+ * memory does not grow with the input. */
 void job_unmap_input(struct job *j)
 {
-	if (j->input_map && j->input_map != MAP_FAILED)
-		munmap(j->input_map, j->input_map_len);
-	j->input_map = NULL;
-	j->input_map_len = 0;
+	if (j->input_open)
+		close(j->input_fd);
+	j->input_open = 0;
+	j->input_size = 0;
 }
 
 static int job_map_input(struct engine *e, struct job *j)
 {
 	char name[128];
 	struct stat st;
-	int fd, rc = 0;
+	int fd;
 
-	if (j->input_map)
+	if (j->input_open)
 		return 0;
 	job_input_name(j, name, sizeof(name));
 	fd = openat(e->os.inputs, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
 	if (fd < 0)
 		return -errno;
 	if (fstat(fd, &st) < 0) {
-		rc = -errno;
-	} else if (st.st_size == 0) {
-		j->input_map = MAP_FAILED; /* mapped, and empty */
-	} else {
-		void *p = mmap(NULL, (size_t)st.st_size, PROT_READ,
-			       MAP_SHARED, fd, 0);
+		int rc = -errno;
 
-		if (p == MAP_FAILED) {
-			rc = -errno;
-		} else {
-			j->input_map = p;
-			j->input_map_len = (size_t)st.st_size;
-		}
+		close(fd);
+		return rc;
 	}
-	close(fd);
-	return rc;
+	j->input_fd = fd;
+	j->input_size = (uint64_t)st.st_size;
+	j->input_open = 1;
+	return 0;
 }
 
 static void job_free(struct job *j)
@@ -682,6 +679,7 @@ static void attempt_free(struct engine *e, struct attempt *a)
 	if (a->scratch[0])
 		objstore_rmtree(e->os.scratch, a->scratch);
 	free(a->tail);
+	free(a->inbuf);
 	free(a);
 }
 
@@ -718,7 +716,7 @@ static int attempt_start(struct engine *e, struct job *j, uint32_t n)
 {
 	struct attempt *a;
 	struct chunk_rec r;
-	struct db_txn *t;
+	struct db_txn *t = NULL;
 	char cwd[4200], outpath[4300], var[5][160];
 	char *jobvars[7];
 	char **env = NULL;
@@ -746,7 +744,7 @@ static int attempt_start(struct engine *e, struct job *j, uint32_t n)
 	a->number = r.attempts + 1;
 	a->in_off = r.start;
 	a->in_end = r.end;
-	if (j->input_map == MAP_FAILED || r.end > j->input_map_len)
+	if (r.end > j->input_size)
 		a->in_off = a->in_end = 0;
 
 	snprintf(a->scratch, sizeof(a->scratch), "%" PRIu64 "-%" PRIu32
@@ -875,30 +873,69 @@ fail:
 /* ------------------------------------------------------------------ */
 /* the worker's stdin and stderr */
 
-static void feed_stdin(struct attempt *a)
+/* The attempt cannot be given its chunk: it fails rather than let the
+ * worker see a chunk cut short, which it might call done. */
+static void feed_failed(struct engine *e, struct attempt *a, int err)
 {
-	const char *base = a->job->input_map;
-	size_t todo = (size_t)(a->in_end - a->in_off);
+	if (a->kill == KILL_NONE) {
+		a->feed_errno = err;
+		a->kill = KILL_FEED;
+		exec_kill(e->ex, a->ex);
+	}
+	a->in_off = a->in_end;
+	a->inbuf_pos = a->inbuf_len = 0;
+}
 
-	if (todo > FEED_MAX)
-		todo = FEED_MAX;
-	while (todo > 0) {
-		ssize_t n = write(a->in_fd, base + a->in_off, todo);
+static void feed_stdin(struct engine *e, struct attempt *a)
+{
+	size_t budget = FEED_MAX;
 
+	while (budget > 0 && (a->in_off < a->in_end ||
+			      a->inbuf_pos < a->inbuf_len)) {
+		ssize_t n;
+
+		if (a->inbuf_pos == a->inbuf_len) {
+			size_t want = FEED_BUF;
+
+			if (want > a->in_end - a->in_off)
+				want = (size_t)(a->in_end - a->in_off);
+			if (!a->inbuf && !(a->inbuf = malloc(FEED_BUF))) {
+				feed_failed(e, a, ENOMEM);
+				break;
+			}
+			n = pread(a->job->input_fd, a->inbuf, want,
+				  (off_t)a->in_off);
+			if (n <= 0) {
+				if (n < 0 && errno == EINTR)
+					continue;
+				feed_failed(e, a, n < 0 ? errno : EIO);
+				break;
+			}
+			a->in_off += (uint64_t)n;
+			a->inbuf_pos = 0;
+			a->inbuf_len = (size_t)n;
+		}
+		n = write(a->in_fd, a->inbuf + a->inbuf_pos,
+			  a->inbuf_len - a->inbuf_pos);
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
 			if (errno == EAGAIN)
 				return;
+			if (errno != EPIPE) {
+				feed_failed(e, a, errno);
+				break;
+			}
 			/* EPIPE: the worker closed its stdin; that is its
 			 * business, not a failure. */
 			a->in_off = a->in_end;
+			a->inbuf_pos = a->inbuf_len = 0;
 			break;
 		}
-		a->in_off += (uint64_t)n;
-		todo -= (size_t)n;
+		a->inbuf_pos += (size_t)n;
+		budget -= (size_t)n < budget ? (size_t)n : budget;
 	}
-	if (a->in_off >= a->in_end) {
+	if (a->in_off >= a->in_end && a->inbuf_pos >= a->inbuf_len) {
 		close(a->in_fd);
 		a->in_fd = -1;
 	}
@@ -1057,7 +1094,7 @@ static void attempt_failed(struct engine *e, struct attempt *a,
 {
 	struct job *j = a->job;
 	struct chunk_rec r;
-	struct db_txn *t;
+	struct db_txn *t = NULL;
 	int give_up, rc;
 
 	rc = db_begin(e->db, 1, &t);
@@ -1172,6 +1209,12 @@ static void attempt_ended(struct engine *e, struct attempt *a)
 		attempt_free(e, a);
 		return;
 	}
+	if (a->kill == KILL_FEED) {
+		snprintf(why, sizeof(why), "cannot give the chunk to the "
+			 "worker: %s", strerror(a->feed_errno));
+		attempt_failed(e, a, why, "failed");
+		goto gone;
+	}
 	if (a->kill == KILL_TIMEOUT) {
 		snprintf(why, sizeof(why), "timeout after %g s",
 			 j->spec.timeout);
@@ -1223,7 +1266,7 @@ gone:
  */
 static void job_check_finished(struct engine *e, struct job *j)
 {
-	struct db_txn *t;
+	struct db_txn *t = NULL;
 	uint32_t mode;
 
 	if (j->rec.mode == JOB_MODE_RUN) {
@@ -1645,7 +1688,7 @@ static void *sched_main(void *arg)
 			if (!pfd[i].revents || a->ended)
 				continue;
 			if (pfd[i].fd == a->in_fd)
-				feed_stdin(a);
+				feed_stdin(e, a);
 			else if (pfd[i].fd == a->err_fd)
 				drain_stderr(a);
 		}
@@ -1678,7 +1721,7 @@ int engine_start(struct engine *e)
 
 		if (e->o.no_resume && (j->rec.mode == JOB_MODE_RUN ||
 				       j->rec.mode == JOB_MODE_SELECTED)) {
-			struct db_txn *t;
+			struct db_txn *t = NULL;
 
 			j->rec.mode = JOB_MODE_STOP;
 			if (db_begin(e->db, 1, &t) == 0) {

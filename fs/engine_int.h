@@ -56,6 +56,7 @@ enum kill_reason {
 	KILL_CANCEL,
 	KILL_SHUTDOWN,
 	KILL_OUTPUT,      /* output cap */
+	KILL_FEED,        /* writing its stdin failed */
 };
 
 struct job;
@@ -68,7 +69,10 @@ struct attempt {
 	struct exec_attempt *ex;
 	int ended;                   /* reaped */
 	int in_fd;                   /* our end of the worker's stdin */
-	uint64_t in_off, in_end;
+	uint64_t in_off, in_end;     /* input bytes read so far, end */
+	char *inbuf;                 /* read, not yet written to the pipe */
+	size_t inbuf_pos, inbuf_len;
+	int feed_errno;
 	int err_fd;                  /* our end of the worker's stderr */
 	int log_fd, log_tried, logs_dir;
 	uint64_t log_len, log_dropped;
@@ -125,8 +129,8 @@ struct job {
 	int events_fd;
 	uint64_t events_len;
 
-	void *input_map;             /* while chunks run */
-	size_t input_map_len;
+	int input_fd, input_open;    /* while chunks run */
+	uint64_t input_size;
 
 	/* output.flac / output.ogg (encode.c) */
 	int encoding;                /* the encode thread works on it */

@@ -38,6 +38,7 @@
  * Needs Linux 5.3 (CLONE_PIDFD, waitid P_PIDFD) and glibc 2.32.
  */
 #define _GNU_SOURCE
+#include "../store/fault.h"
 #include "exec.h"
 
 #include <assert.h>
@@ -498,8 +499,12 @@ static pid_t fork_pidfd(int *pidfd)
 {
 	unsigned long flags = CLONE_PIDFD | SIGCHLD;
 #if defined(__s390__) || defined(__CRIS__)
+	if (FAULT("jobfs/fork", EAGAIN))
+		return -1;
 	return (pid_t)syscall(SYS_clone, 0UL, flags, pidfd, NULL, 0UL);
 #else
+	if (FAULT("jobfs/fork", EAGAIN))
+		return -1;
 	return (pid_t)syscall(SYS_clone, flags, 0UL, pidfd, NULL, 0UL);
 #endif
 }

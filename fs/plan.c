@@ -31,6 +31,8 @@
 #include "chunker.h"
 #include "engine_int.h"
 
+#define DROP_STEP ((uint64_t)4 << 20)   /* a multiple of any page size */
+
 int job_input_name(const struct job *j, char *buf, size_t len)
 {
 	char hex[SHA_HEX_LEN + 1];
@@ -264,8 +266,43 @@ struct cut_ctx {
 	uint32_t n, reused, fresh, changed;
 	uint32_t max;
 	uint8_t *cs;
+	uint64_t dropped;   /* input bytes already given back to the kernel */
 	int rc;
 };
+
+/*
+ * SHA-256 of input[start, end), giving the pages behind it back to the
+ * kernel as it goes: the chunker never reads before the chunk it emits, so
+ * cutting a 4 GiB input does not make the daemon 4 GiB large. (The input
+ * is a page-aligned mmap; a page read again is simply faulted back in.)
+ */
+static int hash_text(struct cut_ctx *c, uint64_t start, uint64_t end,
+		     uint8_t out[SHA_LEN])
+{
+	struct sha_ctx *h;
+	uint64_t at = start;
+
+	if (end - start < DROP_STEP && start - c->dropped < DROP_STEP)
+		return sha_buf(c->input + start, (size_t)(end - start), out);
+	h = sha_new();
+	if (!h)
+		return -ENOMEM;
+	while (at < end) {
+		uint64_t to = end - at > DROP_STEP ? at + DROP_STEP : end;
+
+		sha_update(h, c->input + at, (size_t)(to - at));
+		at = to;
+		if ((at & ~(DROP_STEP - 1)) > c->dropped) {
+			uint64_t upto = at & ~(DROP_STEP - 1);
+
+			madvise((void *)(c->input + c->dropped),
+				(size_t)(upto - c->dropped), MADV_DONTNEED);
+			c->dropped = upto;
+		}
+	}
+	sha_final(h, out);
+	return 0;
+}
 
 static int cut_one(void *arg, uint64_t start, uint64_t end)
 {
@@ -281,7 +318,9 @@ static int cut_one(void *arg, uint64_t start, uint64_t end)
 	r.state = CHUNK_PENDING;
 	r.start = start;
 	r.end = end;
-	sha_buf(c->input + start, (size_t)(end - start), r.text_sha);
+	rc = hash_text(c, start, end, r.text_sha);
+	if (rc)
+		return rc;
 	if (c->map->slots) {
 		identity(r.text_sha, c->sp, ident);
 		d = old_map_get(c->map, ident);

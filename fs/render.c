@@ -141,7 +141,7 @@ static int show_failed(void *arg, uint32_t n, const struct chunk_rec *r,
  * their records read, so this costs the same for 100 or 100,000 chunks. */
 static void each_failed(struct engine *e, struct job *j, struct failed_ctx *c)
 {
-	struct db_txn *t;
+	struct db_txn *t = NULL;
 
 	if (!j->nfailed || db_begin(e->db, 0, &t))
 		return;
@@ -203,7 +203,7 @@ static int audio_add(void *arg, uint32_t n, const struct chunk_rec *r,
  * is read. */
 static int audio_summary(struct engine *e, struct job *j, struct audio_sum *a)
 {
-	struct db_txn *t;
+	struct db_txn *t = NULL;
 
 	memset(a, 0, sizeof(*a));
 	a->j = j;
@@ -622,7 +622,7 @@ int render_manifest(struct engine *e, struct job *j, char **buf, size_t *len)
 {
 	struct sbuf b = { 0 };
 	struct manifest_ctx c = { &b, j, job_width(j), 1, 0 };
-	struct db_txn *t;
+	struct db_txn *t = NULL;
 	char created[40], updated[40], hex[SHA_HEX_LEN + 1];
 	cJSON *head = cJSON_CreateObject();
 	char *hs;

@@ -149,6 +149,7 @@ int db_begin(struct db *db, int write, struct db_txn **out)
 	struct db_txn *t = malloc(sizeof(*t));
 	int rc;
 
+	*out = NULL; /* so that db_abort(*out) is always safe */
 	if (!t)
 		return -ENOMEM;
 	t->db = db;

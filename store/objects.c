@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "crashpoint.h"
+#include "fault.h"
 #include "objects.h"
 
 static int open_subdir(int dirfd, const char *name, int *out)
@@ -113,8 +114,9 @@ int objstore_tmp_create(struct objstore *os, const char *prefix,
 			 (long)getpid(),
 			 __atomic_add_fetch(&seq, 1, __ATOMIC_RELAXED),
 			 (unsigned long)ts.tv_nsec);
-		fd = openat(os->tmp, name, O_RDWR | O_CREAT | O_EXCL |
-			    O_NOFOLLOW | O_CLOEXEC, 0600);
+		fd = FAULT("jobfs/open", EIO) ? -1 :
+			openat(os->tmp, name, O_RDWR | O_CREAT | O_EXCL |
+			       O_NOFOLLOW | O_CLOEXEC, 0600);
 		if (fd >= 0) {
 			*fd_out = fd;
 			return 0;
@@ -211,7 +213,8 @@ int objstore_publish_nosync(struct objstore *os, int fd, int dirfd,
 		return -errno;
 	/* Replacing an existing object is harmless: the name is its hash,
 	 * so the bytes are the same. */
-	rc = renameat(dirfd, name, sub, file) < 0 ? -errno : 0;
+	rc = FAULT("jobfs/rename", EIO) || renameat(dirfd, name, sub, file) < 0 ?
+		-errno : 0;
 	close(sub);
 	if (!rc)
 		crashpoint("rename");
@@ -227,7 +230,8 @@ int objstore_open_obj(struct objstore *os, const uint8_t sha[SHA_LEN],
 	obj_path(sha, dir, file + 3);
 	memcpy(file, dir, 2);
 	file[2] = '/';
-	fd = openat(os->objects, file, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+	fd = FAULT("jobfs/open", EIO) ? -1 :
+		openat(os->objects, file, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
 	if (fd < 0)
 		return -errno;
 	*fd_out = fd;

@@ -2,18 +2,35 @@
  * sha.c - SHA-256 helpers over OpenSSL's EVP interface.
  */
 #include <errno.h>
+#include <pthread.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 #include <openssl/evp.h>
 
 #include "sha.h"
 
+/* The digest is fetched from OpenSSL's provider once: a fetch per hash
+ * costs allocations, and under memory pressure OpenSSL's implicit fetch
+ * is where it is least careful. */
+static EVP_MD *sha256_md;
+static pthread_once_t sha256_once = PTHREAD_ONCE_INIT;
+
+static void sha256_fetch(void)
+{
+	sha256_md = EVP_MD_fetch(NULL, "SHA256", NULL);
+}
+
 struct sha_ctx *sha_new(void)
 {
-	EVP_MD_CTX *c = EVP_MD_CTX_new();
+	EVP_MD_CTX *c;
 
-	if (c && EVP_DigestInit_ex(c, EVP_sha256(), NULL) != 1) {
+	pthread_once(&sha256_once, sha256_fetch);
+	if (!sha256_md)
+		return NULL;
+	c = EVP_MD_CTX_new();
+	if (c && EVP_DigestInit_ex(c, sha256_md, NULL) != 1) {
 		EVP_MD_CTX_free(c);
 		c = NULL;
 	}
@@ -33,11 +50,16 @@ void sha_final(struct sha_ctx *c, uint8_t out[SHA_LEN])
 	EVP_MD_CTX_free((EVP_MD_CTX *)c);
 }
 
-void sha_buf(const void *p, size_t n, uint8_t out[SHA_LEN])
+int sha_buf(const void *p, size_t n, uint8_t out[SHA_LEN])
 {
 	unsigned int len = SHA_LEN;
 
-	EVP_Digest(p, n, out, &len, EVP_sha256(), NULL);
+	pthread_once(&sha256_once, sha256_fetch);
+	if (!sha256_md || EVP_Digest(p, n, out, &len, sha256_md, NULL) != 1) {
+		memset(out, 0, SHA_LEN);
+		return -ENOMEM;
+	}
+	return 0;
 }
 
 int sha_fd(int fd, uint8_t out[SHA_LEN], uint64_t *size)

@@ -18,8 +18,8 @@ struct sha_ctx *sha_new(void);
 void sha_update(struct sha_ctx *c, const void *p, size_t n);
 void sha_final(struct sha_ctx *c, uint8_t out[SHA_LEN]);
 
-/* One-shot digest of a buffer. */
-void sha_buf(const void *p, size_t n, uint8_t out[SHA_LEN]);
+/* One-shot digest of a buffer; 0, or -ENOMEM when OpenSSL cannot. */
+int sha_buf(const void *p, size_t n, uint8_t out[SHA_LEN]);
 
 /* Digest of everything fd holds from offset 0 (read with pread, so the
  * file offset is untouched); sets *size to the bytes read. Returns 0 or a

@@ -139,6 +139,15 @@ static int cmp_ref(const void *a, const void *b)
 	return x->n < y->n ? -1 : x->n > y->n;
 }
 
+static int cmp_ref_pos(const void *a, const void *b)
+{
+	const struct ref *x = a, *y = b;
+
+	if (x->job != y->job)
+		return x->job < y->job ? -1 : 1;
+	return x->n < y->n ? -1 : x->n > y->n;
+}
+
 /* "job 'a' chunk 7" or "job 'a' encoded output", for problem lines. */
 static void ref_name(const struct check *c, const struct ref *r, char *out,
 		     size_t len)
@@ -252,8 +261,9 @@ static int check_records(struct check *c)
 		ref_name(c, &c->refs[i], who, sizeof(who));
 		grc = db_obj_get(t, c->refs[i].sha, &o);
 		if (grc == -ENOENT) {
-			fprintf(c->msg, "badrefs: object %s (%s and %zu more) "
-				"has no objects record\n", hex, who, k - i - 1);
+			fprintf(c->msg, "badrefs: object %s has no objects "
+				"record but %zu records refer to it (%s%s)\n",
+				hex, k - i, who, k - i > 1 ? ", ..." : "");
 			c->badrefs++;
 		} else if (grc) {
 			rc = grc;
@@ -281,6 +291,8 @@ out:
 static const struct cached *cache_find(const struct check *c,
 				       const uint8_t sha[SHA_LEN])
 {
+	if (!c->ncache)
+		return NULL;
 	return bsearch(sha, c->cache, c->ncache, sizeof(*c->cache), cmp_sha);
 }
 
@@ -610,8 +622,16 @@ static void check_orphans(struct check *c)
 				continue;
 			if (strlen(de->d_name) != 2 ||
 			    sha_unhex(e->d_name, sha) ||
-			    memcmp(e->d_name, de->d_name, 2) ||
-			    db_obj_get(t, sha, &o) == -ENOENT) {
+			    memcmp(e->d_name, de->d_name, 2)) {
+				fprintf(c->msg, "orphan: objects/%s/%s (not "
+					"an object name)\n", de->d_name,
+					e->d_name);
+				c->orphans++;
+			} else if (db_obj_get(t, sha, &o) == -ENOENT) {
+				/* referred to by a record: a badrefs
+				 * problem, reported already */
+				if (ref_has(c, sha))
+					continue;
 				fprintf(c->msg, "orphan: objects/%s/%s\n",
 					de->d_name, e->d_name);
 				c->orphans++;
@@ -647,7 +667,7 @@ static void json_str(FILE *f, const char *s)
 	fputc('"', f);
 }
 
-static void print_json(const struct check *c)
+static void print_json(struct check *c)
 {
 	printf("{\"jobs\": %zu, \"done\": %" PRIu64 ", \"objects\": %" PRIu64
 	       ", \"missing\": %" PRIu64 ", \"corrupt\": %" PRIu64
@@ -668,6 +688,7 @@ static void print_json(const struct check *c)
 			       ", \"pending\": %" PRIu32 "}", j->id,
 			       j->nchunks, j->done, j->failed, j->pending);
 		}
+		qsort(c->refs, c->nrefs, sizeof(*c->refs), cmp_ref_pos);
 		printf("}, \"done_chunks\": [");
 		for (size_t i = 0, first = 1; i < c->nrefs; i++) {
 			char hex[SHA_HEX_LEN + 1];
@@ -686,8 +707,11 @@ static void print_json(const struct check *c)
 	printf("}\n");
 }
 
-static void print_list(const struct check *c)
+/* Jobs, then done chunks in job and chunk order. Sorts c->refs, so it
+ * comes after every check that relies on their order by object. */
+static void print_list(struct check *c)
 {
+	qsort(c->refs, c->nrefs, sizeof(*c->refs), cmp_ref_pos);
 	for (size_t i = 0; i < c->njobs; i++) {
 		const struct job_info *j = &c->jobs[i];
 
@@ -851,5 +875,5 @@ int main(int argc, char **argv)
 	free(c.cache);
 	free(c.verified);
 	free(owned);
-	return c.missing + c.corrupt + c.badsize + c.badrefs ? 1 : 0;
+	return (c.missing + c.corrupt + c.badsize + c.badrefs) ? 1 : 0;
 }

@@ -189,7 +189,6 @@ class Suite:
         self.jobno = 0
         self.job = None
         self.ref_sha = None
-        self.finished = False
         self.lock = threading.Lock()
 
     # -- reporting --
@@ -239,6 +238,14 @@ class Suite:
             self.d = d
         d.start()
         return d
+
+    def forget(self, d):
+        """A daemon killed and seen gone: teardown must not signal its
+        pid again (over a thousand kills, pids are reused)."""
+        with self.lock:
+            if d in self.daemons:
+                self.daemons.remove(d)
+        d.pid = None
 
     def job_timeout(self):
         # generous: ~20 MB/s for generating, hashing and fsyncing
@@ -396,6 +403,7 @@ class Suite:
             if h.pgrep(self.marker):
                 self.details["kills_mid_chunk"] += 1
             d.kill9()
+            self.forget(d)
             self.fig["kills"] += 1
             self.survivors_after_kill()
             res = self.check()
