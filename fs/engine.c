@@ -53,6 +53,8 @@
 #define LOG_TAIL (32 * 1024)   /* last bytes of stderr kept */
 #define FEED_MAX (256 * 1024)  /* stdin bytes written per wakeup */
 #define FEED_BUF (64 * 1024)   /* per attempt, between input and pipe */
+#define STORE_RETRY 1.0        /* seconds before retrying after a store
+				* error that could not be recorded */
 
 /* ------------------------------------------------------------------ */
 /* small helpers */
@@ -1118,13 +1120,14 @@ static void attempt_failed(struct engine *e, struct attempt *a,
 	}
 	db_abort(t);
 	if (rc) {
-		/* Could not record the failure: leave the chunk pending; it
-		 * runs again and nothing done is affected. */
+		/* Could not record the failure (the store is failing): the
+		 * chunk waits a moment in memory only and runs again; nothing
+		 * done is affected, and the scheduler does not spin on it. */
 		snprintf(j->last_error, sizeof(j->last_error),
 			 "cannot record the failure of chunk %" PRIu32 ": %s",
 			 a->n, strerror(-rc));
-		job_set_cs(j, a->n, CS_PENDING);
 		attempt_event(j, a, event, why, -1);
+		job_add_wait(j, a->n, mono_now() + STORE_RETRY);
 		return;
 	}
 	if (give_up) {
@@ -1559,7 +1562,8 @@ static void schedule(struct engine *e)
 			fake.started_mono = mono_now();
 			attempt_failed(e, &fake, j->last_error, "failed");
 			job_check_finished(e, j);
-			continue;
+			/* let the loop breathe: the lock goes down in poll */
+			break;
 		}
 		j->scan = n % j->nchunks;
 	}

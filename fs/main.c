@@ -23,6 +23,7 @@
 #include <fuse.h>
 #include <fuse_lowlevel.h>
 #include <limits.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -327,6 +328,31 @@ static int allow_other_given(int argc, char *argv[])
 	return 0;
 }
 
+/*
+ * libfuse stops its worker threads with pthread_cancel, and glibc loads
+ * libgcc_s the first time a thread is cancelled: if that load fails then
+ * (no memory, at shutdown), glibc aborts the process before jobfs has
+ * persisted anything. Cancel one idle thread at start, so the load happens
+ * while a failure is still a clean refusal to start.
+ */
+static void *idle_thread(void *arg)
+{
+	(void)arg;
+	for (;;)
+		pause();
+	return NULL;
+}
+
+static int preload_cancellation(void)
+{
+	pthread_t t;
+
+	if (pthread_create(&t, NULL, idle_thread, NULL) != 0)
+		return -1;
+	pthread_cancel(t);
+	return pthread_join(t, NULL) == 0 ? 0 : -1;
+}
+
 int main(int argc, char *argv[])
 {
 	struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
@@ -401,6 +427,10 @@ int main(int argc, char *argv[])
 
 	check_mountpoint(mp);
 	signal(SIGPIPE, SIG_IGN);
+	if (preload_cancellation() != 0) {
+		fprintf(stderr, "jobfs: cannot start threads\n");
+		return 1;
+	}
 	if (!fo.foreground)
 		daemonize();
 

@@ -17,7 +17,7 @@ status. What is checked is what must hold anyway:
 
   F1  the daemon does not crash (it ends only when unmounted or killed);
   F2  the store stays consistent: jobfs-check finds nothing missing,
-      corrupt or miscounted (when tools/jobfs-check is built);
+      corrupt or miscounted ;
   F3  after the faults are removed (a remount of the normal build), the
       job completes with an output byte-identical to a run without faults.
 
@@ -115,9 +115,10 @@ def backtrace(root, exe):
 
 
 def checker(store):
-    chk = os.path.join(TOP, "build", "tools", "jobfs-check")
+    chk = os.environ.get("JOBFS_CHECK") or os.path.join(
+        TOP, "build", "tools", "jobfs-check")
     if not os.access(chk, os.X_OK):
-        return True, "no checker"
+        return False, "no checker at %s" % chk
     r = subprocess.run([chk, "--store", store], capture_output=True,
                        text=True, timeout=120)
     return r.returncode == 0, (r.stdout.strip().splitlines() or [""])[-1]
@@ -172,6 +173,16 @@ def one_run(fiubuild, rng, want, stats, verbose):
         except subprocess.TimeoutExpired:
             print("faults: daemon did not exit after unmount under %s" %
                   (picks,), flush=True)
+            if dpid and shutil.which("gdb"):
+                r = subprocess.run(["gdb", "/proc/%d/exe" % dpid, "-p",
+                                    str(dpid), "-batch", "-ex",
+                                    "thread apply all bt 8"],
+                                   capture_output=True, text=True,
+                                   timeout=60)
+                for line in r.stdout.splitlines():
+                    if line.startswith(("#", "Thread")) and \
+                            "clone3" not in line:
+                        print("faults:   " + line, flush=True)
             if dpid:
                 os.kill(dpid, signal.SIGKILL)
                 h.wait_pid_gone(dpid, 10)
@@ -179,15 +190,17 @@ def one_run(fiubuild, rng, want, stats, verbose):
             p.kill()
             code = p.wait()
             crashed = True
-        # a refused start-up (exit 1) is a clear error, not a crash
-        if code < 0 or code > 1:
+        # a refused start-up (exit 1, or 2 when even the options could
+        # not be parsed for want of memory) is a clear error, not a crash
+        if code < 0 or code > 2:
             crashed = True
         if crashed:
             stats["daemon_crashes"] += 1
             print("faults: daemon ended with %s under %s" % (code, picks),
                   flush=True)
             backtrace(root, os.path.join(fiubuild, "jobfs"))
-        ok, line = checker(store)
+        ok, line = checker(store) if os.path.exists(
+            os.path.join(store, "db", "data.mdb")) else (True, "")
         if not ok:
             stats["check_failures"] += 1
             print("faults: jobfs-check after %s: %s" % (picks, line),
