@@ -41,6 +41,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -618,6 +619,15 @@ int engine_open(const struct engine_opts *o, struct executor *ex,
 	rc = db_open(dbdir, 0, &e->db, err, errlen);
 	if (rc)
 		goto fail;
+	if (o->map_size) {
+		rc = db_set_mapsize(e->db, o->map_size);
+		if (rc) {
+			snprintf(err, errlen, "cannot set the map size to %"
+				 PRIu64 " bytes: %s", o->map_size,
+				 strerror(-rc));
+			goto fail;
+		}
+	}
 
 	rc = db_begin(e->db, 0, &t);
 	if (rc)
@@ -1144,6 +1154,15 @@ static void attempt_failed(struct engine *e, struct attempt *a,
 	}
 }
 
+/* Whether the store's filesystem has (almost) no room left. */
+static int store_full(struct engine *e)
+{
+	struct statvfs v;
+
+	return fstatvfs(e->os.root, &v) == 0 &&
+		(uint64_t)v.f_bavail * v.f_frsize < (1u << 20);
+}
+
 /* The output of a successful attempt: JOBFS_OUTPUT if the worker wrote
  * it, else its stdout. */
 static int pick_output(struct engine *e, struct attempt *a, int *dirfd,
@@ -1232,9 +1251,16 @@ static void attempt_ended(struct engine *e, struct attempt *a)
 	}
 	if (a->res.exec_errno || a->res.signaled || a->res.code != 0) {
 		char *shargv[4] = { "/bin/sh", "-c", j->spec.shell, NULL };
+		size_t l;
 
 		exec_describe(&a->res, j->spec.shell ? shargv : j->spec.argv,
 			      j->spec.shell != NULL, why, sizeof(why));
+		/* A worker whose output did not fit says "write error" in
+		 * its log at best: name the cause where the user looks. */
+		l = strlen(why);
+		if (store_full(e))
+			snprintf(why + l, sizeof(why) - l, " (No space left on "
+				 "device: the store's filesystem is full)");
 		attempt_failed(e, a, why, "failed");
 		goto gone;
 	}
@@ -1331,6 +1357,51 @@ static int publish_audio(struct engine *e, struct attempt *a, int *created)
 	return a->commit_rc = rc;
 }
 
+/* Step 3 of the protocol for a batch: one LMDB transaction marks every
+ * published chunk done and counts its object. Called with e->lock. */
+static int commit_records(struct engine *e, struct attempt **batch, size_t n)
+{
+	struct db_txn *t = NULL;
+	int rc;
+
+	rc = db_begin(e->db, 1, &t);
+	for (size_t i = 0; !rc && i < n; i++) {
+		struct attempt *a = batch[i];
+		struct chunk_rec r;
+
+		if (a->commit_rc)
+			continue;
+		rc = db_chunk_get(t, a->job->id, a->n, &r, NULL);
+		if (rc)
+			break;
+		r.state = CHUNK_DONE;
+		r.flags = 0;
+		r.attempts++;
+		r.last_code = 0;
+		memcpy(r.obj, a->obj, SHA_LEN);
+		r.obj_size = a->obj_size;
+		r.duration_ms = (uint32_t)((mono_now() - a->started_mono) *
+					   1000);
+		r.done_ms = wall_ms();
+		r.rate = a->fmt.rate;
+		r.channels = a->fmt.channels;
+		r.enc = a->fmt.enc;
+		r.frames = a->fmt.frames;
+		rc = db_obj_ref(t, a->obj, a->obj_size, +1, NULL);
+		if (!rc)
+			rc = db_chunk_put(t, a->job->id, a->n, &r, "");
+	}
+	if (!rc && t) {
+		crashpoint("before-commit");
+		rc = db_commit(t);
+		if (!rc)
+			crashpoint("after-commit");
+	} else {
+		db_abort(t);
+	}
+	return rc;
+}
+
 static void commit_batch(struct engine *e, struct attempt **batch, size_t n,
 			 uint8_t (*dead)[SHA_LEN], size_t ndead)
 {
@@ -1383,43 +1454,15 @@ static void commit_batch(struct engine *e, struct attempt **batch, size_t n,
 	}
 
 	pthread_mutex_lock(&e->lock);
-	/* Step 3: one transaction for the whole batch. */
-	rc = db_begin(e->db, 1, &t);
-	for (size_t i = 0; !rc && i < n; i++) {
-		struct attempt *a = batch[i];
-		struct chunk_rec r;
-
-		if (a->commit_rc)
-			continue;
-		rc = db_chunk_get(t, a->job->id, a->n, &r, NULL);
-		if (rc)
+	/* Step 3: one transaction for the whole batch (made again if the
+	 * map had to grow). */
+	for (int tries = 0;; tries++) {
+		db_map_was_full();
+		rc = commit_records(e, batch, n);
+		if (rc != -ENOSPC || !db_map_was_full() || tries >= 16 ||
+		    db_grow(e->db))
 			break;
-		r.state = CHUNK_DONE;
-		r.flags = 0;
-		r.attempts++;
-		r.last_code = 0;
-		memcpy(r.obj, a->obj, SHA_LEN);
-		r.obj_size = a->obj_size;
-		r.duration_ms = (uint32_t)((mono_now() - a->started_mono) *
-					   1000);
-		r.done_ms = wall_ms();
-		r.rate = a->fmt.rate;
-		r.channels = a->fmt.channels;
-		r.enc = a->fmt.enc;
-		r.frames = a->fmt.frames;
-		rc = db_obj_ref(t, a->obj, a->obj_size, +1, NULL);
-		if (!rc)
-			rc = db_chunk_put(t, a->job->id, a->n, &r, "");
 	}
-	if (!rc && t) {
-		crashpoint("before-commit");
-		rc = db_commit(t);
-		if (!rc)
-			crashpoint("after-commit");
-	} else {
-		db_abort(t);
-	}
-	t = NULL;
 
 	/* Step 4: visible. */
 	for (size_t i = 0; i < n; i++) {
@@ -1667,11 +1710,15 @@ static void *sched_main(void *arg)
 				who[n++] = a;
 			}
 		}
-		timeout = -1;
+		/* Wake at least once a second even with nothing due: a
+		 * wakeup byte that could not be written (the self-pipe is
+		 * the only way other threads reach this loop) then costs a
+		 * second, never a hang. */
+		timeout = 1000;
 		if (next > 0) {
 			double ms = (next - now) * 1000 + 1;
 
-			timeout = ms < 0 ? 0 : ms > 60000 ? 60000 : (int)ms;
+			timeout = ms < 0 ? 0 : ms > 1000 ? 1000 : (int)ms;
 		}
 		pthread_mutex_unlock(&e->lock);
 		poll(pfd, n, timeout);

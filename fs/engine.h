@@ -27,6 +27,7 @@ struct engine_opts {
 	uint64_t max_input;     /* bytes; larger input writes get EFBIG */
 	uint32_t max_chunks;    /* chunks per job */
 	uint32_t max_jobs;
+	uint64_t map_size;      /* initial LMDB map size, 0 = default */
 };
 
 /*

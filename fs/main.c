@@ -38,6 +38,7 @@
 #include "engine.h"
 #include "exec.h"
 #include "fsops.h"
+#include "sha.h"
 
 #ifndef JOBFS_VERSION
 #define JOBFS_VERSION "0"
@@ -51,6 +52,7 @@ struct options {
 	unsigned long long max_input;
 	unsigned max_chunks;
 	unsigned max_jobs;
+	unsigned long long map_size;
 	int help, version;
 };
 
@@ -66,6 +68,7 @@ static const struct fuse_opt option_spec[] = {
 	OPT("--max-input=%llu", max_input),
 	OPT("--max-chunks=%u", max_chunks),
 	OPT("--max-jobs=%u", max_jobs),
+	OPT("--map-size=%llu", map_size),
 	OPT("-h", help),
 	OPT("--help", help),
 	OPT("-V", version),
@@ -90,6 +93,8 @@ static void usage(const char *prog)
 "    --max-input=BYTES    largest input per job (default 4294967296)\n"
 "    --max-chunks=N       most chunks per job (default 1000000)\n"
 "    --max-jobs=N         most jobs (default 10000)\n"
+"    --map-size=BYTES     initial LMDB map size (default 64 GiB; it\n"
+"                         doubles when three quarters full)\n"
 "    -f                   stay in the foreground\n"
 "    -d                   FUSE debug output (implies -f)\n"
 "    -s                   single-threaded FUSE loop\n"
@@ -431,6 +436,10 @@ int main(int argc, char *argv[])
 		fprintf(stderr, "jobfs: cannot start threads\n");
 		return 1;
 	}
+	if (sha_init() != 0) {
+		fprintf(stderr, "jobfs: cannot load SHA-256 from OpenSSL\n");
+		return 1;
+	}
 	if (!fo.foreground)
 		daemonize();
 
@@ -446,6 +455,7 @@ int main(int argc, char *argv[])
 	eo.max_input = o.max_input;
 	eo.max_chunks = o.max_chunks;
 	eo.max_jobs = o.max_jobs;
+	eo.map_size = o.map_size;
 	rc = engine_open(&eo, ex, &e, err, sizeof(err));
 	if (rc)
 		die("%s", err[0] ? err : strerror(-rc));

@@ -367,10 +367,11 @@ static int cut_one(void *arg, uint64_t start, uint64_t end)
  * errno is returned (-E2BIG when the input cuts into more chunks than
  * allowed).
  */
-int plan_job(struct engine *e, struct job *j, const char *new_spec,
-	     size_t new_spec_len, const struct spec *new_parsed,
-	     const uint8_t *input, size_t input_len,
-	     const uint8_t input_sha[SHA_LEN], int has_input)
+static int plan_job_once(struct engine *e, struct job *j,
+			 const char *new_spec, size_t new_spec_len,
+			 const struct spec *new_parsed, const uint8_t *input,
+			 size_t input_len, const uint8_t input_sha[SHA_LEN],
+			 int has_input)
 {
 	const struct spec *sp = new_parsed ? new_parsed :
 		(j->has_spec ? &j->spec : NULL);
@@ -501,4 +502,23 @@ out:
 	if (mapped)
 		munmap(mapped, mapped_len);
 	return rc;
+}
+
+int plan_job(struct engine *e, struct job *j, const char *new_spec,
+	     size_t new_spec_len, const struct spec *new_parsed,
+	     const uint8_t *input, size_t input_len,
+	     const uint8_t input_sha[SHA_LEN], int has_input)
+{
+	int rc;
+
+	/* A plan is one transaction, as large as the job: when it does not
+	 * fit the map, the map grows and the plan is made again. */
+	for (int tries = 0;; tries++) {
+		db_map_was_full();
+		rc = plan_job_once(e, j, new_spec, new_spec_len, new_parsed,
+				   input, input_len, input_sha, has_input);
+		if (rc != -ENOSPC || !db_map_was_full() || tries >= 16 ||
+		    db_grow(e->db))
+			return rc;
+	}
 }

@@ -21,12 +21,16 @@
 struct db {
 	MDB_env *env;
 	MDB_dbi meta, jobs, chunks, objects;
+	uint64_t mapsize;
 };
 
 struct db_txn {
 	struct db *db;
 	MDB_txn *txn;
 };
+
+/* Set when a transaction of this thread ran out of map. */
+static __thread int map_full_seen;
 
 /* The one place where LMDB's codes become negative errnos. */
 static int db_err(int rc)
@@ -39,6 +43,7 @@ static int db_err(int rc)
 	case MDB_KEYEXIST:
 		return -EEXIST;
 	case MDB_MAP_FULL:
+		map_full_seen = 1;
 		return -ENOSPC;
 	case MDB_READERS_FULL:
 		return -EAGAIN;
@@ -70,6 +75,7 @@ int db_open(const char *dir, int readonly, struct db **out,
 	if (rc)
 		goto fail_free;
 	mdb_env_set_mapsize(db->env, DB_MAPSIZE);
+	db->mapsize = DB_MAPSIZE;
 	mdb_env_set_maxdbs(db->env, 8);
 	mdb_env_set_maxreaders(db->env, DB_MAXREADERS);
 	rc = mdb_env_open(db->env, dir, flags, 0600);
@@ -144,12 +150,56 @@ int db_fd(struct db *db)
 	return fd;
 }
 
+int db_map_was_full(void)
+{
+	int seen = map_full_seen;
+
+	map_full_seen = 0;
+	return seen;
+}
+
+int db_grow(struct db *db)
+{
+	return db_set_mapsize(db, db->mapsize * 2);
+}
+
+int db_set_mapsize(struct db *db, uint64_t bytes)
+{
+	int rc = mdb_env_set_mapsize(db->env, (size_t)bytes);
+
+	if (!rc)
+		db->mapsize = bytes;
+	return db_err(rc);
+}
+
+/*
+ * Before a write transaction: when the map is more than three quarters
+ * used, double it. LMDB allows this only while the process has no
+ * transaction open; the engine opens every transaction under its lock,
+ * and so is every call here.
+ */
+static void db_maybe_grow(struct db *db)
+{
+	MDB_envinfo info;
+	MDB_stat st;
+
+	if (mdb_env_info(db->env, &info) || mdb_env_stat(db->env, &st))
+		return;
+	if ((uint64_t)(info.me_last_pgno + 1) * st.ms_psize * 4 <
+	    (uint64_t)info.me_mapsize * 3)
+		return;
+	db_set_mapsize(db, (uint64_t)info.me_mapsize * 2);
+}
+
 int db_begin(struct db *db, int write, struct db_txn **out)
 {
-	struct db_txn *t = malloc(sizeof(*t));
+	struct db_txn *t;
 	int rc;
 
 	*out = NULL; /* so that db_abort(*out) is always safe */
+	if (write)
+		db_maybe_grow(db);
+	t = malloc(sizeof(*t));
 	if (!t)
 		return -ENOMEM;
 	t->db = db;

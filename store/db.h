@@ -116,6 +116,17 @@ void db_close(struct db *db);
 /* Descriptor of the data file, for fsync audits and the tests. */
 int db_fd(struct db *db);
 
+/* Set the map size (bytes) while no transaction is open. A write
+ * transaction doubles the map first when it is three quarters used. */
+int db_set_mapsize(struct db *db, uint64_t bytes);
+
+/* Whether the last -ENOSPC of this thread came from a full map (and not a
+ * full disk); reading it clears it. db_grow() doubles the map, again only
+ * with no transaction open: a transaction that ran out of map is aborted,
+ * the map grown, and the transaction done again. */
+int db_map_was_full(void);
+int db_grow(struct db *db);
+
 int db_begin(struct db *db, int write, struct db_txn **out);
 int db_commit(struct db_txn *t);   /* frees t even on failure */
 void db_abort(struct db_txn *t);   /* frees t; NULL is fine */

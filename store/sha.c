@@ -22,6 +22,12 @@ static void sha256_fetch(void)
 	sha256_md = EVP_MD_fetch(NULL, "SHA256", NULL);
 }
 
+int sha_init(void)
+{
+	pthread_once(&sha256_once, sha256_fetch);
+	return sha256_md ? 0 : -ENOMEM;
+}
+
 struct sha_ctx *sha_new(void)
 {
 	EVP_MD_CTX *c;

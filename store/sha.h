@@ -12,6 +12,10 @@
 
 struct sha_ctx;
 
+/* Load SHA-256 from OpenSSL's provider: call once at start, where a
+ * failure is a clean refusal to start. 0 or -ENOMEM. */
+int sha_init(void);
+
 /* Incremental hashing. sha_new() returns NULL on ENOMEM. sha_final()
  * writes the digest and frees the context. */
 struct sha_ctx *sha_new(void);

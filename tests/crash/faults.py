@@ -121,14 +121,15 @@ def checker(store):
         return False, "no checker at %s" % chk
     r = subprocess.run([chk, "--store", store], capture_output=True,
                        text=True, timeout=120)
-    return r.returncode == 0, (r.stdout.strip().splitlines() or [""])[-1]
+    out = (r.stdout + r.stderr).strip().splitlines()
+    return r.returncode == 0, " | ".join(out[-3:])
 
 
 def one_run(fiubuild, rng, want, stats, verbose):
     root = tempfile.mkdtemp(prefix="jobfs-fault-", dir="/tmp")
     store, mnt = os.path.join(root, "store"), os.path.join(root, "mnt")
     os.makedirs(mnt)
-    picks = rng.sample(POINTS, rng.choice((1, 1, 2)))
+    picks = rng.sample(POINTS, min(len(POINTS), rng.choice((1, 1, 2))))
     at_start, later = [], []
     for name, err in picks:
         p = rng.choice((0.01, 0.05, 0.2))
@@ -253,6 +254,8 @@ def main():
     ap.add_argument("--seed", type=int, default=int(time.time()))
     ap.add_argument("--build", default=os.path.join(TOP, "build-fiu"))
     ap.add_argument("-v", action="store_true")
+    ap.add_argument("--only", default="",
+                    help="comma list of failure point names to draw from")
     a = ap.parse_args()
     if not shutil.which("fiu-run"):
         print("faults: fiu-run is not installed (apt-get install fiu-utils)")
@@ -260,6 +263,9 @@ def main():
               "mismatches=0 violations=1")
         return 1
     rng = random.Random(a.seed)
+    if a.only:
+        keep = a.only.split(",")
+        POINTS[:] = [p for p in POINTS if p[0] in keep]
     print("faults: seed %d" % a.seed, flush=True)
     ref = h.Daemon(grace=2)
     ref.start()

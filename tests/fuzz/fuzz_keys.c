@@ -21,9 +21,10 @@
  *     refused with -EIO;
  *   - db_obj_ref() counts as the model does and refuses to go below 0;
  *   - db_next_job_id() counts up by one;
- *   - a commit makes the model durable: a read transaction (MDB_NOTLS
- *     allows one beside the writer) sees exactly the committed model; an
- *     abort, or any failed call, brings the model back to it.
+ *   - a commit makes the model durable: a read transaction, after the
+ *     commit or beside a writer with uncommitted changes (MDB_NOTLS allows
+ *     that in one thread), sees exactly the committed model; an abort, or
+ *     any failed call, brings the model back to it.
  *
  * The environment lives for the whole process, in /dev/shm when there is
  * one (commits are synchronous). Each input ends by deleting every record
@@ -424,7 +425,8 @@ static void check_all(struct db_txn *t, const struct model *m)
 	}
 }
 
-/* What a read transaction sees is the committed model. */
+/* What a read transaction sees is the committed model, whatever the
+ * open write transaction (if any) has changed. */
 static void check_committed(void)
 {
 	struct db_txn *r;
@@ -763,10 +765,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			op_obj_ref(&g);
 			break;
 		case 10:
-			if (op & 0x80)
+			if (op & 0x80) {
 				op_next_id();
-			else
+			} else {
 				check_all(txn, &cur);
+				/* a reader beside the open writer sees only
+				 * what was committed */
+				check_committed();
+			}
 			break;
 		case 11:
 			if (op & 0x80) {
