@@ -93,7 +93,7 @@ static void usage(const char *prog)
 "    --max-input=BYTES    largest input per job (default 4294967296)\n"
 "    --max-chunks=N       most chunks per job (default 1000000)\n"
 "    --max-jobs=N         most jobs (default 10000)\n"
-"    --map-size=BYTES     initial LMDB map size (default 64 GiB; it\n"
+"    --map-size=BYTES     initial LMDB map size (default 1 GiB; it\n"
 "                         doubles when three quarters full)\n"
 "    -f                   stay in the foreground\n"
 "    -d                   FUSE debug output (implies -f)\n"

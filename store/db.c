@@ -15,7 +15,10 @@
 
 #include "db.h"
 
-#define DB_MAPSIZE ((size_t)1 << 36)   /* 64 GiB of address space */
+/* The map starts at 1 GiB of address space and doubles when it is three
+ * quarters used (db_maybe_grow): the file itself only grows as data is
+ * written. */
+#define DB_MAPSIZE ((size_t)1 << 30)
 #define DB_MAXREADERS 1024
 
 struct db {
@@ -81,6 +84,13 @@ int db_open(const char *dir, int readonly, struct db **out,
 	rc = mdb_env_open(db->env, dir, flags, 0600);
 	if (rc)
 		goto fail_env;
+	{
+		MDB_envinfo info;
+
+		/* an existing environment keeps the larger map it grew to */
+		if (mdb_env_info(db->env, &info) == 0)
+			db->mapsize = info.me_mapsize;
+	}
 	mdb_reader_check(db->env, &dead);
 
 	rc = mdb_txn_begin(db->env, NULL, readonly ? MDB_RDONLY : 0, &txn);
@@ -204,6 +214,12 @@ int db_begin(struct db *db, int write, struct db_txn **out)
 		return -ENOMEM;
 	t->db = db;
 	rc = mdb_txn_begin(db->env, NULL, write ? 0 : MDB_RDONLY, &t->txn);
+	if (rc == MDB_MAP_RESIZED) {
+		/* another process (the daemon, for jobfs-check) grew it */
+		mdb_env_set_mapsize(db->env, 0);
+		rc = mdb_txn_begin(db->env, NULL, write ? 0 : MDB_RDONLY,
+				   &t->txn);
+	}
 	if (rc) {
 		free(t);
 		return db_err(rc);
