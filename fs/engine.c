@@ -232,11 +232,13 @@ void iso_time(int64_t ms, char *buf, size_t len)
  */
 static void event_write(struct job *j, cJSON *o)
 {
-	char *line = cJSON_PrintUnformatted(o);
+	char *line = json_failed() ? NULL : cJSON_PrintUnformatted(o);
 	size_t n;
 
-	if (!line)
-		return;
+	if (!line || json_failed()) {
+		free(line);
+		return; /* a line missing parts is not written at all */
+	}
 	n = strlen(line);
 	line[n] = '\n'; /* replaces the NUL; we write n + 1 bytes */
 	if (j->events_fd >= 0 && write(j->events_fd, line, n + 1) ==
@@ -248,7 +250,10 @@ static void event_write(struct job *j, cJSON *o)
 
 static cJSON *event_new(struct job *j, uint32_t n, const char *event)
 {
-	cJSON *o = cJSON_CreateObject();
+	cJSON *o;
+
+	json_begin();
+	o = cJSON_CreateObject();
 	char t[40];
 
 	iso_time(wall_ms(), t, sizeof(t));
@@ -318,6 +323,34 @@ static void attempt_event(struct job *j, const struct attempt *a,
 					round(retry_in * 1000) / 1000);
 	event_write(j, o);
 	cJSON_Delete(o);
+}
+
+static __thread int json_alloc_failed;
+
+static void *json_malloc(size_t n)
+{
+	void *p = malloc(n);
+
+	if (!p)
+		json_alloc_failed = 1;
+	return p;
+}
+
+void json_hooks_install(void)
+{
+	cJSON_Hooks h = { json_malloc, free };
+
+	cJSON_InitHooks(&h);
+}
+
+void json_begin(void)
+{
+	json_alloc_failed = 0;
+}
+
+int json_failed(void)
+{
+	return json_alloc_failed;
 }
 
 void engine_wake(struct engine *e)
@@ -599,6 +632,7 @@ int engine_open(const struct engine_opts *o, struct executor *ex,
 	e = calloc(1, sizeof(*e));
 	if (!e)
 		return -ENOMEM;
+	json_hooks_install();
 	e->o = *o;
 	e->ex = ex;
 	e->wake[0] = e->wake[1] = -1;

@@ -221,6 +221,13 @@ void *encode_main(void *arg);
 void engine_want_encode(struct engine *e);
 int job_enc_valid(struct engine *e, struct job *j);
 
+/* engine.c: cJSON allocations, watched. json_begin() clears this
+ * thread's failure flag; json_failed() tells whether any cJSON allocation
+ * failed since, so that a document missing parts is never served. */
+void json_hooks_install(void);
+void json_begin(void);
+int json_failed(void);
+
 /* render.c */
 int render_status(struct engine *e, struct job *j, char **buf, size_t *len);
 int render_status_json(struct engine *e, struct job *j, char **buf,

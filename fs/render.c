@@ -385,11 +385,13 @@ static const char *mode_name(uint32_t m)
 
 static int print_json(cJSON *o, char **buf, size_t *len)
 {
-	char *s = cJSON_Print(o);
+	char *s = json_failed() ? NULL : cJSON_Print(o);
 
 	cJSON_Delete(o);
-	if (!s)
+	if (!s || json_failed()) {
+		free(s);
 		return -ENOMEM;
+	}
 	*len = strlen(s) + 1;
 	s[*len - 1] = '\n'; /* replaces the NUL */
 	*buf = s;
@@ -399,10 +401,12 @@ static int print_json(cJSON *o, char **buf, size_t *len)
 int render_status_json(struct engine *e, struct job *j, char **buf,
 		       size_t *len)
 {
-	cJSON *o = cJSON_CreateObject(), *c, *arr;
+	cJSON *o, *c, *arr;
 	struct figures f;
 	char t[40];
 
+	json_begin();
+	o = cJSON_CreateObject();
 	figures(j, &f);
 	cJSON_AddNumberToObject(o, "version", 1);
 	cJSON_AddStringToObject(o, "job", j->name);
@@ -624,9 +628,12 @@ int render_manifest(struct engine *e, struct job *j, char **buf, size_t *len)
 	struct manifest_ctx c = { &b, j, job_width(j), 1, 0 };
 	struct db_txn *t = NULL;
 	char created[40], updated[40], hex[SHA_HEX_LEN + 1];
-	cJSON *head = cJSON_CreateObject();
+	cJSON *head;
 	char *hs;
 	int rc;
+
+	json_begin();
+	head = cJSON_CreateObject();
 
 	/* the head through cJSON (it holds user text), the chunk list by
 	 * hand: it can hold a million entries */
@@ -668,10 +675,12 @@ int render_manifest(struct engine *e, struct job *j, char **buf, size_t *len)
 		cJSON_AddNullToObject(head, "params");
 	}
 	cJSON_AddNumberToObject(head, "chunk_count", j->nchunks);
-	hs = cJSON_Print(head);
+	hs = json_failed() ? NULL : cJSON_Print(head);
 	cJSON_Delete(head);
-	if (!hs)
+	if (!hs || json_failed()) {
+		free(hs);
 		return -ENOMEM;
+	}
 	/* open the object again to append "chunks" */
 	{
 		/* drop the closing brace and the white space before it */

@@ -7,6 +7,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <openssl/crypto.h>
 #include <openssl/evp.h>
 
 #include "sha.h"
@@ -19,6 +20,10 @@ static pthread_once_t sha256_once = PTHREAD_ONCE_INIT;
 
 static void sha256_fetch(void)
 {
+	/* OpenSSL's own initialisation can fail for want of memory, and a
+	 * fetch after that failure crashes inside OpenSSL: check it first. */
+	if (OPENSSL_init_crypto(0, NULL) != 1)
+		return;
 	sha256_md = EVP_MD_fetch(NULL, "SHA256", NULL);
 }
 
