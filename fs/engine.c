@@ -1780,11 +1780,17 @@ static void *sched_main(void *arg)
 		for (size_t i = 1; i < n; i++) {
 			struct attempt *a = who[i];
 
-			if (!pfd[i].revents || a->ended ||
+			if (!a || !pfd[i].revents || a->ended ||
 			    pfd[i].events != POLLIN ||
 			    pfd[i].fd != exec_fd(e->ex, a->ex))
 				continue;
 			if (exec_reap(e->ex, a->ex, &a->res) == 0) {
+				/* attempt_ended() may free a: forget the
+				 * other entries that point to it */
+				for (size_t k = i + 1; k < n; k++) {
+					if (who[k] == a)
+						who[k] = NULL;
+				}
 				a->ended = 1;
 				attempt_ended(e, a);
 			}
