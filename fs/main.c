@@ -437,7 +437,7 @@ int main(int argc, char *argv[])
 		return 1;
 	}
 	if (sha_init() != 0) {
-		fprintf(stderr, "jobfs: cannot load SHA-256 from OpenSSL\n");
+		fprintf(stderr, "jobfs: cannot prepare SHA-256\n");
 		return 1;
 	}
 	if (!fo.foreground)

@@ -1,92 +1,71 @@
 /*
- * sha.c - SHA-256 helpers over OpenSSL's EVP interface.
+ * sha.c - SHA-256 through nettle.
+ *
+ * nettle's SHA-256 keeps its whole state in a caller-owned struct and
+ * never allocates, so hashing cannot fail for want of memory at a bad
+ * moment (in the middle of a commit); it uses the CPU's SHA instructions
+ * where there are some.
  */
 #include <errno.h>
-#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
-#include <openssl/crypto.h>
-#include <openssl/evp.h>
+#include <nettle/sha2.h>
 
 #include "sha.h"
 
-/* The digest is fetched from OpenSSL's provider once: a fetch per hash
- * costs allocations, and under memory pressure OpenSSL's implicit fetch
- * is where it is least careful. */
-static EVP_MD *sha256_md;
-static pthread_once_t sha256_once = PTHREAD_ONCE_INIT;
-
-static void sha256_fetch(void)
-{
-	/* OpenSSL's own initialisation can fail for want of memory, and a
-	 * fetch after that failure crashes inside OpenSSL: check it first. */
-	if (OPENSSL_init_crypto(0, NULL) != 1)
-		return;
-	sha256_md = EVP_MD_fetch(NULL, "SHA256", NULL);
-}
+struct sha_ctx {
+	struct sha256_ctx c;
+};
 
 int sha_init(void)
 {
-	pthread_once(&sha256_once, sha256_fetch);
-	return sha256_md ? 0 : -ENOMEM;
+	return 0;
 }
 
 struct sha_ctx *sha_new(void)
 {
-	EVP_MD_CTX *c;
+	struct sha_ctx *c = malloc(sizeof(*c));
 
-	pthread_once(&sha256_once, sha256_fetch);
-	if (!sha256_md)
-		return NULL;
-	c = EVP_MD_CTX_new();
-	if (c && EVP_DigestInit_ex(c, sha256_md, NULL) != 1) {
-		EVP_MD_CTX_free(c);
-		c = NULL;
-	}
-	return (struct sha_ctx *)c;
+	if (c)
+		sha256_init(&c->c);
+	return c;
 }
 
 void sha_update(struct sha_ctx *c, const void *p, size_t n)
 {
-	EVP_DigestUpdate((EVP_MD_CTX *)c, p, n);
+	sha256_update(&c->c, n, p);
 }
 
 void sha_final(struct sha_ctx *c, uint8_t out[SHA_LEN])
 {
-	unsigned int len = SHA_LEN;
-
-	EVP_DigestFinal_ex((EVP_MD_CTX *)c, out, &len);
-	EVP_MD_CTX_free((EVP_MD_CTX *)c);
+	sha256_digest(&c->c, SHA_LEN, out);
+	free(c);
 }
 
 int sha_buf(const void *p, size_t n, uint8_t out[SHA_LEN])
 {
-	unsigned int len = SHA_LEN;
+	struct sha256_ctx c;
 
-	pthread_once(&sha256_once, sha256_fetch);
-	if (!sha256_md || EVP_Digest(p, n, out, &len, sha256_md, NULL) != 1) {
-		memset(out, 0, SHA_LEN);
-		return -ENOMEM;
-	}
+	sha256_init(&c);
+	sha256_update(&c, n, p);
+	sha256_digest(&c, SHA_LEN, out);
 	return 0;
 }
 
 int sha_fd(int fd, uint8_t out[SHA_LEN], uint64_t *size)
 {
-	enum { BUFSZ = 1 << 20 };
-	struct sha_ctx *c;
+	enum { BUFSZ = 256 * 1024 };
+	struct sha256_ctx c;
 	char *buf;
 	uint64_t off = 0;
 	int rc = 0;
 
 	buf = malloc(BUFSZ);
-	c = sha_new();
-	if (!buf || !c) {
-		rc = -ENOMEM;
-		goto out;
-	}
+	if (!buf)
+		return -ENOMEM;
+	sha256_init(&c);
 	for (;;) {
 		ssize_t n = pread(fd, buf, BUFSZ, (off_t)off);
 
@@ -98,18 +77,12 @@ int sha_fd(int fd, uint8_t out[SHA_LEN], uint64_t *size)
 		}
 		if (n == 0)
 			break;
-		sha_update(c, buf, (size_t)n);
+		sha256_update(&c, (size_t)n, (const uint8_t *)buf);
 		off += (uint64_t)n;
 	}
-	sha_final(c, out);
-	c = NULL;
+	sha256_digest(&c, SHA_LEN, out);
 	*size = off;
 out:
-	if (c) {
-		uint8_t junk[SHA_LEN];
-
-		sha_final(c, junk);
-	}
 	free(buf);
 	return rc;
 }

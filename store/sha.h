@@ -1,5 +1,5 @@
 /*
- * sha.h - SHA-256 through OpenSSL's libcrypto.
+ * sha.h - SHA-256 through nettle.
  */
 #ifndef JOBFS_SHA_H
 #define JOBFS_SHA_H
@@ -12,8 +12,7 @@
 
 struct sha_ctx;
 
-/* Load SHA-256 from OpenSSL's provider: call once at start, where a
- * failure is a clean refusal to start. 0 or -ENOMEM. */
+/* Kept for callers that prepare hashing at start; nettle needs nothing. */
 int sha_init(void);
 
 /* Incremental hashing. sha_new() returns NULL on ENOMEM. sha_final()
@@ -22,7 +21,7 @@ struct sha_ctx *sha_new(void);
 void sha_update(struct sha_ctx *c, const void *p, size_t n);
 void sha_final(struct sha_ctx *c, uint8_t out[SHA_LEN]);
 
-/* One-shot digest of a buffer; 0, or -ENOMEM when OpenSSL cannot. */
+/* One-shot digest of a buffer; always 0 (an int for callers' sake). */
 int sha_buf(const void *p, size_t n, uint8_t out[SHA_LEN]);
 
 /* Digest of everything fd holds from offset 0 (read with pread, so the
