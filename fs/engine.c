@@ -202,13 +202,74 @@ const char *job_state_name(const struct job *j)
 	return "ready";
 }
 
+/* Length of the valid UTF-8 sequence at p (n bytes available) that is
+ * not a control character, or 0. */
+static size_t utf8_ok(const unsigned char *p, size_t n)
+{
+	unsigned c = p[0], need, cp, min;
+
+	if (c >= 0x20 && c < 0x7f)
+		return 1;
+	if (c < 0xc2 || c > 0xf4)
+		return 0; /* ASCII controls, stray or overlong lead bytes */
+	need = c < 0xe0 ? 1 : c < 0xf0 ? 2 : 3;
+	if (need >= n)
+		return 0;
+	cp = c & (0x3f >> need);
+	for (unsigned i = 1; i <= need; i++) {
+		if ((p[i] & 0xc0) != 0x80)
+			return 0;
+		cp = cp << 6 | (p[i] & 0x3f);
+	}
+	min = need == 1 ? 0x80 : need == 2 ? 0x800 : 0x10000;
+	if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff) ||
+	    (cp >= 0x80 && cp < 0xa0))
+		return 0; /* overlong, out of range, surrogate, C1 control */
+	return need + 1;
+}
+
+/*
+ * Copy text a user wrote (a verb, a list) into a message safe to print on
+ * a terminal and to put in JSON: valid UTF-8 stays, control characters
+ * and invalid bytes become \xNN, and the copy never ends inside a
+ * character.
+ */
+void text_clean(const char *in, char *out, size_t outlen)
+{
+	const unsigned char *p = (const unsigned char *)in;
+	size_t n = strlen(in), o = 0;
+
+	while (n && outlen) {
+		size_t k = utf8_ok(p, n);
+
+		if (k) {
+			if (o + k >= outlen)
+				break;
+			memcpy(out + o, p, k);
+		} else {
+			if (o + 4 >= outlen)
+				break;
+			snprintf(out + o, 5, "\\x%02x", *p);
+			k = 1;
+			o += 3; /* +1 below */
+		}
+		o += k;
+		p += k;
+		n -= k;
+	}
+	if (outlen)
+		out[o < outlen ? o : outlen - 1] = '\0';
+}
+
 void job_reject(struct job *j, const char *fmt, ...)
 {
+	char raw[sizeof(j->last_reject)];
 	va_list ap;
 
 	va_start(ap, fmt);
-	vsnprintf(j->last_reject, sizeof(j->last_reject), fmt, ap);
+	vsnprintf(raw, sizeof(raw), fmt, ap);
 	va_end(ap);
+	text_clean(raw, j->last_reject, sizeof(j->last_reject));
 	j->last_reject_ms = wall_ms();
 	job_event(j, 0, "rejected", "%s", j->last_reject);
 	job_bump(j);
@@ -271,12 +332,13 @@ void job_event(struct job *j, uint32_t n, const char *event,
 	cJSON *o = event_new(j, n, event);
 
 	if (fmt && fmt[0]) {
-		char msg[512];
+		char raw[512], msg[512];
 		va_list ap;
 
 		va_start(ap, fmt);
-		vsnprintf(msg, sizeof(msg), fmt, ap);
+		vsnprintf(raw, sizeof(raw), fmt, ap);
 		va_end(ap);
+		text_clean(raw, msg, sizeof(msg));
 		if (msg[0])
 			cJSON_AddStringToObject(o, "error", msg);
 	}

@@ -186,6 +186,7 @@ void job_set_cs(struct job *j, uint32_t n, int state);
 void job_bump(struct job *j);
 int job_active(const struct job *j);
 int job_busy(const struct job *j);
+void text_clean(const char *in, char *out, size_t outlen);
 void job_reject(struct job *j, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 void job_event(struct job *j, uint32_t n, const char *event,

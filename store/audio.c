@@ -169,6 +169,15 @@ int audio_normalize(int in_fd, int out_fd, struct audio_fmt *fmt, char *err,
 		rc = -EINVAL;
 		goto out;
 	}
+	/* A WAV header holds the byte rate in 32 bits: refuse what it
+	 * cannot describe rather than write a wrong header later. */
+	if (in.samplerate > AUDIO_MAX_RATE || in.channels > AUDIO_MAX_CHANNELS) {
+		snprintf(err, errlen, "output is not usable audio: %d Hz, %d "
+			 "channels (at most %d Hz, %d channels)", in.samplerate,
+			 in.channels, AUDIO_MAX_RATE, AUDIO_MAX_CHANNELS);
+		rc = -EINVAL;
+		goto out;
+	}
 	enc = enc_of(in.format);
 	out.samplerate = in.samplerate;
 	out.channels = in.channels;
@@ -477,8 +486,8 @@ ssize_t audio_read_converted(int fd, const struct audio_fmt *src,
 		sf_command(w, SFC_SET_CLIPPING, NULL, SF_TRUE);
 	}
 	if (sf_seek(s, (sf_count_t)first, SEEK_SET) < 0) {
-		sf_close(s);
-		return 0;
+		rc = 0; /* past the end: nothing to read */
+		goto out;
 	}
 	tmp = malloc((size_t)BLOCK_FRAMES * src->channels * sizeof(double));
 	packed = malloc((size_t)BLOCK_FRAMES * fbytes);

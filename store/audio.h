@@ -32,6 +32,8 @@ struct audio_fmt {
 };
 
 #define AUDIO_HEADER_MAX 96
+#define AUDIO_MAX_RATE 768000      /* the highest rate a chunk may have */
+#define AUDIO_MAX_CHANNELS 64
 
 /* Bytes per sample of an encoding (0 for an unknown one). */
 unsigned audio_sample_bytes(unsigned enc);

@@ -955,7 +955,7 @@ static int bad_choice(struct ctx *c, const cJSON *n, size_t idx,
 		      size_t nchoices)
 {
 	char expect[200] = "", b[SHOW_BUF];
-	const char *hint = NULL;
+	const char *hint = NULL, *got;
 	size_t i, used;
 
 	for (i = 0; i < nchoices; i++) {
@@ -966,11 +966,13 @@ static int bad_choice(struct ctx *c, const cJSON *n, size_t idx,
 	}
 	if (cJSON_IsString(n) && !c->v[idx].has_nul)
 		hint = suggest(n->valuestring, choices, nchoices);
-	show_value(c, n, idx, b, sizeof(b));
+	/* show_value() may return a constant ("an object") and leave b
+	 * untouched: print what it returns */
+	got = show_value(c, n, idx, b, sizeof(b));
 	if (hint)
 		return fail(c, -EINVAL, "'%s' must be %s, got %s (did you mean "
-			    "\"%s\"?)", name, expect, b, hint);
-	return fail(c, -EINVAL, "'%s' must be %s, got %s", name, expect, b);
+			    "\"%s\"?)", name, expect, got, hint);
+	return fail(c, -EINVAL, "'%s' must be %s, got %s", name, expect, got);
 }
 
 static int f_chunk_by(struct ctx *c, const cJSON *n, size_t idx,
