@@ -18,6 +18,7 @@
  */
 #define FUSE_USE_VERSION 314
 #define _GNU_SOURCE
+#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <fuse.h>
@@ -352,6 +353,10 @@ static int preload_cancellation(void)
 {
 	pthread_t t;
 
+	/* Load it ourselves first, where failing is an error we can print
+	 * (glibc's own load aborts the process when it fails). */
+	if (!dlopen("libgcc_s.so.1", RTLD_NOW | RTLD_NODELETE))
+		return -1;
 	if (pthread_create(&t, NULL, idle_thread, NULL) != 0)
 		return -1;
 	pthread_cancel(t);

@@ -473,6 +473,7 @@ class Bench:
         self.root_ok = os.geteuid() == 0
         self.nmount = 0
         self.perf_dir = args.perf
+        self.commit = commit_of_tree()
 
     @staticmethod
     def _copy(var, fallback, bindir):
@@ -510,6 +511,8 @@ class Bench:
 
     def run_tag(self):
         day = datetime.date.today().isoformat()
+        if self.commit:
+            day += " " + self.commit
         if self.a.smoke:
             return day + " smoke"
         return day + ("" if self.a.scale == 1 else " ×%g" % self.a.scale)
@@ -1116,20 +1119,41 @@ def machine():
     except OSError:
         pass
     mem = proc_meminfo("MemTotal")
-    fs = subprocess.run(["findmnt", "-n", "-o", "FSTYPE,SOURCE", "-T",
-                         "/tmp"], stdout=subprocess.PIPE,
+    fs = subprocess.run(["findmnt", "-n", "-o", "FSTYPE,SOURCE,OPTIONS",
+                         "-T", "/tmp"], stdout=subprocess.PIPE,
                         stderr=subprocess.DEVNULL, text=True).stdout.split()
-    try:
-        commit = subprocess.run(["git", "-C", TOP, "rev-parse", "--short",
-                                 "HEAD"], stdout=subprocess.PIPE,
-                                stderr=subprocess.DEVNULL,
-                                text=True).stdout.strip()
-    except OSError:
-        commit = ""
-    return ("%s, %d cores, %.1f GiB memory, Linux %s, /tmp on %s (%s)%s" %
+    kind = fs[0] if fs else "?"
+    if kind == "ext4" and len(fs) > 1:
+        # jbd2 lists the journal of every ext4 that has one
+        dev = os.path.basename(fs[1])
+        jbd = os.listdir("/proc/fs/jbd2") if os.path.isdir(
+            "/proc/fs/jbd2") else []
+        if not any(x.startswith(dev + "-") for x in jbd):
+            kind += " without a journal"
+    return ("%s, %d cores, %.1f GiB memory, Linux %s, /tmp on %s (%s, %s)" %
             (cpu, os.cpu_count(), (mem or 0) / GiB, platform.release(),
-             fs[0] if fs else "?", fs[1] if len(fs) > 1 else "?",
-             (", jobfs " + commit) if commit else ""))
+             kind, fs[1] if len(fs) > 1 else "?",
+             fs[2] if len(fs) > 2 else "?"))
+
+
+def commit_of_tree():
+    """The checkout's commit, "+" when fs/, store/ or tools/ have
+    uncommitted changes (the binaries are built from the work tree);
+    empty outside git. Read-only git commands."""
+    try:
+        head = subprocess.run(["git", "-C", TOP, "rev-parse", "--short",
+                               "HEAD"], stdout=subprocess.PIPE,
+                              stderr=subprocess.DEVNULL,
+                              text=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", TOP, "status", "--porcelain",
+                                "--", "fs", "store", "tools/testworker.c",
+                                "tools/wavworker.c"],
+                               stdout=subprocess.PIPE,
+                               stderr=subprocess.DEVNULL,
+                               text=True).stdout.strip()
+    except OSError:
+        return ""
+    return head + ("+" if head and dirty else "")
 
 
 def proc_meminfo(key):

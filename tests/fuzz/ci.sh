@@ -12,9 +12,11 @@ set -eu
 
 target=$1 corpus=$2 out=$3 seconds=$4 dict=${5:-}
 
-# halt on the first UBSan report too, with a stack
+# halt on the first UBSan report too, with a stack; known LeakSanitizer
+# noise is in lsan.supp
 UBSAN_OPTIONS=${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1}
-export UBSAN_OPTIONS
+LSAN_OPTIONS=${LSAN_OPTIONS:+$LSAN_OPTIONS:}suppressions=$(cd "$(dirname "$0")" && pwd)/lsan.supp:print_suppressions=0
+export UBSAN_OPTIONS LSAN_OPTIONS
 
 rm -rf "$out"
 mkdir -p "$out/new" "$out/artifacts"

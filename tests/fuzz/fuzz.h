@@ -17,7 +17,6 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <string.h>
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerInitialize(int *argc, char ***argv);
@@ -113,27 +112,6 @@ static inline bool fuzz_utf8_valid(const char *s, size_t n)
 		i += k;
 	}
 	return true;
-}
-
-/*
- * Whether to look past an open finding: JOBFS_FUZZ_LAX is "all" or a
- * comma-separated list of the tags docs/fuzzing.md gives each finding
- * ("control-uaf,wav-leak"). Unset, every check is made: a finding stops
- * the run until it is fixed, as it should in CI.
- */
-static inline bool fuzz_lax(const char *tag)
-{
-	const char *v = getenv("JOBFS_FUZZ_LAX");
-	size_t n = strlen(tag);
-
-	if (!v || !*v)
-		return false;
-	if (!strcmp(v, "all") || !strcmp(v, "1"))
-		return true;
-	for (const char *p = v; (p = strstr(p, tag)); p += n)
-		if ((p == v || p[-1] == ',') && (p[n] == '\0' || p[n] == ','))
-			return true;
-	return false;
 }
 
 /* A small deterministic generator (splitmix64) for choices a target

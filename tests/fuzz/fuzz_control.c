@@ -37,10 +37,8 @@
  * pristine store before the next input, so every input starts from the
  * same state.
  *
- * JOBFS_FUZZ_LAX (fuzz.h) looks past findings that are still open
- * (docs/fuzzing.md): "control-text" skips check 3 and the UTF-8 parts of
- * checks 2 and 4; "control-uaf" sets the store up with a worker that
- * steps around the scheduler's use-after-free.
+ * The setup is a test in itself: failing workers are how the scheduler's
+ * use-after-free of a freed attempt was found (docs/fuzzing.md).
  */
 #define _GNU_SOURCE
 #include <dirent.h>
@@ -67,8 +65,6 @@ static struct executor *ex;
 static struct engine *eng;
 static char top[256], pristine[300], work[300];
 static int events_fd[3] = { -1, -1, -1 };
-static bool lax;        /* skip the text checks of open findings */
-static bool lax_setup;  /* step around the scheduler's use-after-free */
 
 /* ---- store copies ---- */
 
@@ -189,7 +185,7 @@ static cJSON *status_json(const char *job, char **text_out)
 	o = cJSON_ParseWithLength(buf, len);
 	FUZZ_CHECK(o, "status.json of %s does not parse:\n%.*s", job,
 		   (int)len, buf);
-	FUZZ_CHECK(lax || fuzz_utf8_valid(buf, len), "status.json of %s is "
+	FUZZ_CHECK(fuzz_utf8_valid(buf, len), "status.json of %s is "
 		   "not well-formed UTF-8:\n%.*s", job, (int)len, buf);
 	if (text_out)
 		*text_out = buf;
@@ -264,15 +260,6 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 	static const char spec[] =
 		"{\"command\": \"test $JOBFS_CHUNK -le 9 && cat\", "
 		"\"attempts\": 1, \"backoff\": {\"initial\": 0}}";
-	/* The same, for lax mode: the worker closes its stderr and waits
-	 * before it fails, so that the scheduler sees the pipe's end and
-	 * the exit in different rounds. That steps around the
-	 * use-after-free in sched_main's reap loop (docs/fuzzing.md,
-	 * findings), which a failing worker otherwise triggers at once. */
-	static const char lax_spec[] =
-		"{\"command\": \"exec 2>&-; sleep 0.3; "
-		"test $JOBFS_CHUNK -le 9 && cat\", "
-		"\"attempts\": 1, \"backoff\": {\"initial\": 0}}";
 	static const char input[] =
 		"One.\n\nTwo.\n\nThree.\n\nFour.\n\nFive.\n\nSix.\n\n"
 		"Seven.\n\nEight.\n\nNine.\n\nTen.\n\nEleven.\n\nTwelve.\n";
@@ -283,8 +270,6 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 
 	(void)argc;
 	(void)argv;
-	lax = fuzz_lax("control-text");
-	lax_setup = fuzz_lax("control-uaf");
 	/* as fs/main.c: a worker that exits before reading all of its
 	 * stdin must not take the daemon with it */
 	signal(SIGPIPE, SIG_IGN);
@@ -302,11 +287,11 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 	FUZZ_CHECK(engine_job_create(e, "j") == 0 &&
 		   engine_job_create(e, "r") == 0 &&
 		   engine_job_create(e, "n") == 0, "setup: creating jobs");
-	set_spec(e, "j", lax_setup ? lax_spec : spec);
+	set_spec(e, "j", spec);
 	set_input(e, "j", input);
-	set_spec(e, "r", lax_setup ? lax_spec : spec);
+	set_spec(e, "r", spec);
 	set_input(e, "r", "Alpha.\n\nBeta.\n\nGamma.\n\nDelta.\n");
-	set_spec(e, "n", lax_setup ? lax_spec : spec);
+	set_spec(e, "n", spec);
 	rc = engine_control(e, "j", "start\n", 6);
 	FUZZ_CHECK(rc == 0, "setup: start: %d", rc);
 	wait_state("j", "failed");
@@ -339,7 +324,7 @@ static void new_events(int fd, const char *job, off_t *off, char **last,
 		   "reading events");
 	buf[n] = '\0';
 	FUZZ_CHECK(buf[n - 1] == '\n', "events of %s end in a torn line", job);
-	FUZZ_CHECK(lax || fuzz_utf8_valid(buf, n), "events of %s are not "
+	FUZZ_CHECK(fuzz_utf8_valid(buf, n), "events of %s are not "
 		   "well-formed UTF-8:\n%s", job, buf);
 	for (line = buf; line < buf + n; line = end + 1) {
 		cJSON *o;
@@ -373,8 +358,6 @@ static void check_reason(const char *reason)
 {
 	size_t n = strlen(reason);
 
-	if (lax)
-		return;
 	FUZZ_CHECK(fuzz_utf8_valid(reason, n), "rejection reason is not "
 		   "well-formed UTF-8: '%s'", reason);
 	/* C0 controls are what a terminal acts on (ESC starts a sequence,

@@ -20,9 +20,7 @@
 #
 # Environment: FUZZ_BUILD (build directory, default build-fuzz),
 # FUZZ_JOBS (how many targets run at once, default all), FUZZ_TIMEOUT
-# (seconds one input may take, default 25), JOBFS_FUZZ_LAX (look past
-# findings that are still open: "all" or a list of their tags, see
-# docs/fuzzing.md).
+# (seconds one input may take, default 25).
 set -eu
 
 all="fuzz_spec fuzz_chunker fuzz_control fuzz_wav fuzz_keys"
@@ -81,7 +79,8 @@ stamp=$(date +%Y%m%d-%H%M%S)
 runs=$build/fuzz-runs/$stamp
 mkdir -p "$runs"
 UBSAN_OPTIONS=${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1}
-export UBSAN_OPTIONS
+LSAN_OPTIONS=${LSAN_OPTIONS:+$LSAN_OPTIONS:}suppressions=$src/tests/fuzz/lsan.supp:print_suppressions=0
+export UBSAN_OPTIONS LSAN_OPTIONS
 
 # Fuzz one target until its time is up; writes TARGET/totals:
 # "executions seconds-run runs".
@@ -128,8 +127,7 @@ fuzz_one() {
 	echo "$execs $ran $n" >"$dir/totals"
 }
 
-echo "fuzzing$(printf ' %s' $targets) for $seconds s each;" \
-	"logs in $runs" >&2
+echo "fuzzing $targets for $seconds s each; logs in $runs" >&2
 running=0
 for t in $targets; do
 	fuzz_one "$t" &
