@@ -367,6 +367,9 @@ int main(void)
 		signal(SIGSEGV, SIG_DFL);
 		raise(SIGSEGV);
 	}
+	if (out != in)
+		free(out);
+	free(in);
 	if (failing && exit_code)
 		return (int)(exit_code & 255);
 	return 0;

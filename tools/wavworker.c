@@ -246,5 +246,8 @@ int main(void)
 			return 74;
 		off += n;
 	}
+	free(buf);
+	free(m.p);
+	free(text);
 	return 0;
 }
