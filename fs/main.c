@@ -383,24 +383,31 @@ int main(int argc, char *argv[])
 	o.max_jobs = 10000;
 	if (fuse_opt_parse(&args, &o, option_spec, NULL) < 0)
 		return 2;
-	if (o.help) {
-		usage(argv[0]);
+	if (o.help || o.version) {
+		if (o.help)
+			usage(argv[0]);
+		else
+			printf("jobfs %s (libfuse %d)\n", JOBFS_VERSION,
+			       fuse_version());
+		fuse_opt_free_args(&args);
+		free(o.store);
 		return 0;
 	}
-	if (o.version) {
-		printf("jobfs %s (libfuse %d)\n", JOBFS_VERSION,
-		       fuse_version());
-		return 0;
-	}
-	if (fuse_parse_cmdline(&args, &fo) != 0)
+	if (fuse_parse_cmdline(&args, &fo) != 0) {
+		fuse_opt_free_args(&args);
+		free(o.store);
 		return 2;
-	if (fo.show_help || fo.show_version) {
-		usage(argv[0]);
-		return 0;
 	}
-	if (!fo.mountpoint) {
-		fprintf(stderr, "jobfs: no mountpoint given (try --help)\n");
-		return 2;
+	if (fo.show_help || fo.show_version || !fo.mountpoint) {
+		if (fo.mountpoint)
+			usage(argv[0]);
+		else
+			fprintf(stderr, "jobfs: no mountpoint given (try "
+				"--help)\n");
+		fuse_opt_free_args(&args);
+		free(fo.mountpoint);
+		free(o.store);
+		return fo.mountpoint ? 0 : 2;
 	}
 	mp = fo.mountpoint; /* fuse_parse_cmdline made it absolute */
 	store = o.store ? o.store : default_store();
@@ -423,6 +430,8 @@ int main(int argc, char *argv[])
 				strerror(errno));
 			return 1;
 		}
+		if (store != o.store)
+			free(store); /* default_store()'s */
 		store = abs;
 	}
 	cpus = sysconf(_SC_NPROCESSORS_ONLN);
@@ -509,5 +518,6 @@ int main(int argc, char *argv[])
 	fuse_opt_free_args(&args);
 	free(fo.mountpoint);
 	free(store);
+	free(o.store);
 	return rc < 0 ? 1 : 0;
 }
