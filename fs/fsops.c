@@ -24,6 +24,7 @@
 #include <fcntl.h>
 #include <fuse.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -76,6 +77,7 @@ struct node {
 };
 
 struct handle {
+	struct handle *prev, *next;   /* every open handle, for destroy */
 	enum kind kind;
 	char job[65];
 	int fd;
@@ -414,12 +416,23 @@ static int fs_unlink(const char *path)
 	return engine_chunk_remove(E(), nd.job, nd.n);
 }
 
+/* Handles still open when the filesystem goes away are never released by
+ * the kernel: they are kept on a list and freed at destroy. */
+static struct handle *open_handles;
+static pthread_mutex_t handles_lock = PTHREAD_MUTEX_INITIALIZER;
+
 static struct handle *handle_new(const struct node *nd)
 {
 	struct handle *h = calloc(1, sizeof(*h));
 
 	if (!h)
 		return NULL;
+	pthread_mutex_lock(&handles_lock);
+	h->next = open_handles;
+	if (open_handles)
+		open_handles->prev = h;
+	open_handles = h;
+	pthread_mutex_unlock(&handles_lock);
 	h->kind = nd->kind;
 	h->fd = h->ifd = -1;
 	snprintf(h->job, sizeof(h->job), "%s", nd->job);
@@ -428,6 +441,14 @@ static struct handle *handle_new(const struct node *nd)
 
 static void handle_free(struct handle *h)
 {
+	pthread_mutex_lock(&handles_lock);
+	if (h->prev)
+		h->prev->next = h->next;
+	else
+		open_handles = h->next;
+	if (h->next)
+		h->next->prev = h->prev;
+	pthread_mutex_unlock(&handles_lock);
 	if (h->fd >= 0)
 		close(h->fd);
 	if (h->itx)
@@ -799,8 +820,16 @@ static void *fs_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
 	return e;
 }
 
+static void fs_destroy(void *private_data)
+{
+	(void)private_data;
+	while (open_handles)
+		handle_free(open_handles);
+}
+
 const struct fuse_operations jobfs_ops = {
 	.init = fs_init,
+	.destroy = fs_destroy,
 	.getattr = fs_getattr,
 	.readdir = fs_readdir,
 	.mkdir = fs_mkdir,

@@ -512,8 +512,8 @@ int main(int argc, char *argv[])
 	fuse_remove_signal_handlers(fuse_get_session(fuse));
 	fuse_unmount(fuse);
 	engine_shutdown(e);
+	fuse_destroy(fuse);   /* frees handles left open: the engine is needed */
 	engine_close(e);
-	fuse_destroy(fuse);
 	exec_close(ex);
 	fuse_opt_free_args(&args);
 	free(fo.mountpoint);
