@@ -136,6 +136,11 @@ def median(xs):
     return statistics.median(xs)
 
 
+def samples(label, xs):
+    """Log every sample behind a median, for the reader of the log."""
+    log("  %s: %s" % (label, ", ".join(fmt_secs(x) for x in xs)))
+
+
 def pct(xs, p):
     """The p-th percentile (nearest rank) of xs."""
     s = sorted(xs)
@@ -600,6 +605,10 @@ class Bench:
                     raise BrokenRun("P1: parallel wrote %d bytes" %
                                     os.path.getsize(out))
                 os.unlink(joblog)
+        samples("P1 jobfs", jt)
+        samples("P1 xargs", xt)
+        if pt:
+            samples("P1 parallel", pt)
         j_ = median(jt)
         fig = "%s one-line chunks, start -> done" % fmt_count(n)
         x_ = median(xt)
@@ -627,7 +636,7 @@ class Bench:
     def p2p3(self, rows):
         size = self.sz["p2_bytes"]
         wav_chunks = 8
-        frames = max(1, (size - 44) // 2 // wav_chunks)
+        frames = max(1, size // 2 // wav_chunks)  # 16-bit mono
         d = self.mount()
         try:
             log("P2: making a %s chunk and a %s output.wav" %
@@ -690,6 +699,9 @@ class Bench:
                 for _ in range(self.reps):
                     drop_caches()
                     ec.append(reader(e))
+                samples("P2 %s %s jobfs" % (name, rname), jc)
+                samples("P2 %s %s ext4" % (name, rname), ec)
+                samples("P2 %s %s tmpfs" % (name, rname), tm)
                 j_, e_ = median(jc), median(ec)
                 fig = "first read, %s %s, %s" % (fmt_bytes(nbytes), name,
                                                  rname)
@@ -706,6 +718,7 @@ class Bench:
             with self.profiled("P3-%s-%s" % (name.split()[0],
                                              rname.split()[0])):
                 jw = [reader(f) for _ in range(self.reps)]
+            samples("P3 %s %s jobfs" % (name, rname), jw)
             j_ = median(jw)
             fig = "re-read (cached), %s %s, %s" % (fmt_bytes(nbytes), name,
                                                    rname)
@@ -892,6 +905,7 @@ class Bench:
         e_n = self._ls(ext) if k < n else e_k
         shutil.rmtree(ext)
 
+        samples("P5 dispatch", disp)
         self.add("P5", "mount -> first dispatch, %s chunks planned "
                  "(mounted after %s)" % (fmt_count(n),
                                         fmt_secs(median(ready))),
@@ -951,6 +965,7 @@ class Bench:
                 fig = "last chunk done -> output.wav complete and read " \
                     "(header + last 4 KiB), %s of audio, %s chunks of %d s, " \
                     "%s" % (dur, fmt_count(n), secs, fmt_bytes(size))
+                samples("P6 %s" % label, lat)
                 m = median(lat)
                 self.add("P6", fig, fmt_secs(m),
                          "cat of the chunk files into one file",
@@ -1065,6 +1080,8 @@ class Bench:
                 raise BrokenRun("P7: output.out is not the input")
         finally:
             d.stop()
+        samples("P7 resume", resumes)
+        samples("P7 fresh", fresh)
         over = [r - f for r, f in zip(resumes, fresh)]
         fig = "kill -9 at 99 %% of %s chunks, remount -> done " \
             "(%s left), vs mount + a fresh job of those chunks" % \
@@ -1154,6 +1171,19 @@ def commit_of_tree():
     except OSError:
         return ""
     return head + ("+" if head and dirty else "")
+
+
+def pressure():
+    """(cpu, io) "some" stall totals in µs from /proc/pressure, or None."""
+    out = []
+    for what in ("cpu", "io"):
+        try:
+            with open("/proc/pressure/" + what) as f:
+                line = f.readline()
+        except OSError:
+            return None
+        out.append(int(line.rsplit("total=", 1)[1]))
+    return out
 
 
 def proc_meminfo(key):
@@ -1251,11 +1281,17 @@ def main():
     rc = 0
     try:
         b = Bench(a)
-        load0 = os.getloadavg()
+        load0, psi0, t0 = os.getloadavg(), pressure(), time.monotonic()
         b.run_rows(rows)
-        load1 = os.getloadavg()
+        load1, psi1, t1 = os.getloadavg(), pressure(), time.monotonic()
         info += "; load average %.1f at start, %.1f at end" % (load0[0],
                                                                load1[0])
+        if psi0 and psi1:
+            # share of the run's wall time some task waited for a CPU
+            # (for I/O): other work on the machine shows here
+            info += "; pressure during the run: cpu %.0f %%, io %.0f %%" % (
+                (psi1[0] - psi0[0]) / ((t1 - t0) * 1e4),
+                (psi1[1] - psi0[1]) / ((t1 - t0) * 1e4))
     except BrokenRun as e:
         log("BROKEN: %s" % e)
         rc = 1
