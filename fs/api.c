@@ -203,15 +203,7 @@ int engine_job_delete(struct engine *e, const char *name)
 			break;
 		}
 	}
-	job_unmap_input(j);
-	if (j->events_fd >= 0)
-		close(j->events_fd);
-	spec_release(&j->spec);
-	free(j->spec_text);
-	free(j->cs);
-	free(j->waits);
-	free(j->manifest);
-	free(j);
+	job_free(j);
 out:
 	free(c.dead);
 	UNLOCK(e);
@@ -1338,28 +1330,38 @@ out:
 	return rc;
 }
 
+/* The record of done chunk n of a job, with e->lock held: -ENOENT unless
+ * the chunk is done. Sets *jout to the job. */
+static int done_rec(struct engine *e, const char *name, uint32_t n,
+		    struct job **jout, struct chunk_rec *r)
+{
+	struct db_txn *t = NULL;
+	struct job *j = job_find(e, name);
+	int rc;
+
+	*jout = j;
+	if (!j || n < 1 || n > j->nchunks ||
+	    (j->cs[n - 1] & CS_MASK) != CS_DONE)
+		return -ENOENT;
+	rc = db_begin(e->db, 0, &t);
+	if (rc)
+		return rc;
+	rc = db_chunk_get(t, j->id, n, r, NULL);
+	db_abort(t);
+	if (!rc && r->state != CHUNK_DONE)
+		rc = -ENOENT;
+	return rc;
+}
+
 int engine_chunk_stat(struct engine *e, const char *name, uint32_t n,
 		      uint64_t *size, int64_t *mtime_ms)
 {
 	struct chunk_rec r;
-	struct db_txn *t = NULL;
 	struct job *j;
 	int rc;
 
 	LOCK(e);
-	j = job_find(e, name);
-	if (!j || n < 1 || n > j->nchunks ||
-	    (j->cs[n - 1] & CS_MASK) != CS_DONE) {
-		rc = -ENOENT;
-		goto out;
-	}
-	rc = db_begin(e->db, 0, &t);
-	if (rc)
-		goto out;
-	rc = db_chunk_get(t, j->id, n, &r, NULL);
-	db_abort(t);
-	if (!rc && r.state != CHUNK_DONE)
-		rc = -ENOENT;
+	rc = done_rec(e, name, n, &j, &r);
 	if (!rc) {
 		*size = r.obj_size;
 		*mtime_ms = r.done_ms;
@@ -1371,7 +1373,6 @@ int engine_chunk_stat(struct engine *e, const char *name, uint32_t n,
 			*size += audio_wav_header(&f, r.frames, h);
 		}
 	}
-out:
 	UNLOCK(e);
 	return rc;
 }
@@ -1380,27 +1381,17 @@ int engine_chunk_open(struct engine *e, const char *name, uint32_t n,
 		      int *fd_out)
 {
 	struct chunk_rec r;
-	struct db_txn *t = NULL;
 	struct job *j;
 	int rc;
 
 	LOCK(e);
-	j = job_find(e, name);
-	if (!j || n < 1 || n > j->nchunks ||
-	    (j->cs[n - 1] & CS_MASK) != CS_DONE) {
-		rc = -ENOENT;
-		goto out;
-	}
-	rc = db_begin(e->db, 0, &t);
-	if (rc)
-		goto out;
-	rc = db_chunk_get(t, j->id, n, &r, NULL);
-	db_abort(t);
-	if (!rc)
+	rc = done_rec(e, name, n, &j, &r);
+	if (!rc) {
 		rc = objstore_open_obj(&e->os, r.obj, fd_out);
-	if (rc == -ENOENT)
-		rc = -EIO; /* recorded done, object gone: verify sees it */
-out:
+		if (rc == -ENOENT)
+			rc = -EIO; /* recorded done, object gone: verify
+				    * finds it */
+	}
 	UNLOCK(e);
 	return rc;
 }

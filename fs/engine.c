@@ -480,7 +480,7 @@ static int job_map_input(struct engine *e, struct job *j)
 	return 0;
 }
 
-static void job_free(struct job *j)
+void job_free(struct job *j)
 {
 	if (!j)
 		return;

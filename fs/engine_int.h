@@ -198,6 +198,8 @@ void engine_wake(struct engine *e);
 void engine_mark_dead(struct engine *e, const uint8_t sha[SHA_LEN]);
 int job_put_rec(struct engine *e, struct db_txn *t, struct job *j);
 void job_unmap_input(struct job *j);
+/* Free a job that is no longer in e->jobs, with everything it owns. */
+void job_free(struct job *j);
 unsigned job_width(const struct job *j);
 const char *job_state_name(const struct job *j);
 int job_runnable(const struct job *j, uint32_t n);

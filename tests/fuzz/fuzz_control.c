@@ -44,17 +44,16 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <signal.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <cjson/cJSON.h>
 
 #include "engine.h"
 #include "fuzz.h"
+#include "fuzz_tmp.h"
 
 #define MAX_WRITES 8
 #define EVENTS_RESTORE_AT (256 * 1024)
@@ -67,20 +66,6 @@ static char top[256], pristine[300], work[300];
 static int events_fd[3] = { -1, -1, -1 };
 
 /* ---- store copies ---- */
-
-static int rm_entry(const char *path, const struct stat *st, int flag,
-		    struct FTW *ftw)
-{
-	(void)st;
-	(void)flag;
-	(void)ftw;
-	return remove(path);
-}
-
-static void rm_tree(const char *path)
-{
-	nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
-}
 
 static void copy_file(const char *from, const char *to, mode_t mode)
 {
@@ -163,7 +148,7 @@ static void restore(void)
 {
 	if (eng)
 		close_engine();
-	rm_tree(work);
+	fuzz_rm_tree(work);
 	copy_tree(pristine, work);
 	eng = open_engine(work, 0);
 	for (int i = 0; i < 3; i++) {
@@ -251,7 +236,7 @@ static void cleanup(void)
 	if (ex)
 		exec_close(ex);
 	ex = NULL;
-	rm_tree(top);
+	fuzz_rm_tree(top);
 }
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
@@ -263,8 +248,6 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 	static const char input[] =
 		"One.\n\nTwo.\n\nThree.\n\nFour.\n\nFive.\n\nSix.\n\n"
 		"Seven.\n\nEight.\n\nNine.\n\nTen.\n\nEleven.\n\nTwelve.\n";
-	const char *base = access("/dev/shm", W_OK) == 0 ? "/dev/shm" :
-		getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
 	struct engine *e;
 	int rc;
 
@@ -276,8 +259,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 	/* the executor's watchdog must be forked before any thread */
 	rc = exec_local_open(&ex);
 	FUZZ_CHECK(rc == 0, "exec_local_open: %d", rc);
-	snprintf(top, sizeof(top), "%s/jobfs-fuzz-control.XXXXXX", base);
-	FUZZ_CHECK(mkdtemp(top), "mkdtemp %s: %s", top, strerror(errno));
+	fuzz_tmpdir("control", top, sizeof(top));
 	atexit(cleanup);
 	snprintf(pristine, sizeof(pristine), "%s/pristine", top);
 	snprintf(work, sizeof(work), "%s/work", top);

@@ -33,13 +33,13 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
-#include <ftw.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "db.h"
 #include "fuzz.h"
+#include "fuzz_tmp.h"
 
 #define MAX_CHUNKS 256
 #define MAX_JOBS 32
@@ -658,36 +658,21 @@ static void wipe(void)
 	check_committed();
 }
 
-static int rm_entry(const char *path, const struct stat *st, int flag,
-		    struct FTW *ftw)
-{
-	(void)st;
-	(void)flag;
-	(void)ftw;
-	return remove(path);
-}
-
 static void cleanup(void)
 {
 	db_close(db);
-	nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+	fuzz_rm_tree(dir);
 }
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
 	char err[256] = "";
-	const char *base = access("/dev/shm", W_OK) == 0 ? "/dev/shm" :
-		getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
 	struct db_txn *t;
 	int rc;
 
 	(void)argc;
 	(void)argv;
-	snprintf(dir, sizeof(dir), "%s/jobfs-fuzz-keys.XXXXXX", base);
-	if (!mkdtemp(dir)) {
-		perror(dir);
-		exit(1);
-	}
+	fuzz_tmpdir("keys", dir, sizeof(dir));
 	rc = db_open(dir, 0, &db, err, sizeof(err));
 	if (rc) {
 		fprintf(stderr, "db_open(%s): %d %s\n", dir, rc, err);
