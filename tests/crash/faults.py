@@ -295,7 +295,4 @@ if __name__ == "__main__":
     try:
         sys.exit(main())
     finally:
-        with h._live_lock:
-            live = list(h._live)
-        for d in live:
-            d.stop()
+        h.stop_all()

@@ -525,6 +525,15 @@ class JobfsTestCase(unittest.TestCase):
                        msg))
 
 
+def stop_all():
+    """Tear down every daemon still alive (for scripts that end without
+    main(): the crash suites)."""
+    with _live_lock:
+        daemons = list(_live)
+    for d in daemons:
+        d.stop()
+
+
 def _watchdog(deadline):
     time.sleep(deadline)
     sys.stderr.write("harness: deadline of %g s passed: killing every "
