@@ -307,6 +307,18 @@ class Daemon:
     def hwm(self):
         return proc_status(self.pid, "VmHWM")
 
+    def state(self):
+        """Words on what became of this daemon and its mount, for an
+        error message."""
+        try:
+            names = sorted(os.listdir(self.mnt))[:5]
+        except OSError as e:
+            names = e.strerror
+        return "daemon %d %s, %s %s, its root lists %s" % (
+            self.pid, "alive" if pid_alive(self.pid) else "gone",
+            self.mnt, "mounted" if is_mounted(self.mnt) else "NOT mounted",
+            names)
+
     def _reap(self, timeout):
         if self.pid and not wait_gone(self.pid, timeout):
             log("daemon %d did not exit: SIGTERM" % self.pid)
@@ -404,7 +416,11 @@ class Job:
         write_file(self.path("control"), verb + "\n")
 
     def status(self):
-        return read_json(self.path("status.json"))
+        try:
+            return read_json(self.path("status.json"))
+        except OSError as e:
+            raise BrokenRun("cannot read %s: %s (%s)" % (
+                self.path("status.json"), e.strerror, self.d.state()))
 
     def wait(self, states=("done",), timeout=7200, poll=0.02):
         """Poll status.json until the state is one of states; the status
@@ -462,8 +478,8 @@ class Bench:
             self.sz["p5_budget"] = args.p5_budget
         self.reps = args.reps or 3
         self.results = []
-        self.root = tempfile.mkdtemp(prefix="jobfs-bench-", dir="/tmp")
-        self.shm = tempfile.mkdtemp(prefix="jobfs-bench-", dir="/dev/shm")
+        self.root = tempfile.mkdtemp(prefix="bench-jobfs-", dir="/tmp")
+        self.shm = tempfile.mkdtemp(prefix="bench-jobfs-", dir="/dev/shm")
         bindir = os.path.join(self.root, "bin")
         os.mkdir(bindir)
         self.jobfs = self._copy("JOBFS_BIN", os.path.join(BUILD, "jobfs"),
