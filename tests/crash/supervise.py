@@ -108,33 +108,8 @@ def children(pid):
     return out
 
 
-def watchdogs_of(store):
-    """jobfs-watchdog processes whose argv names store (the watchdog is a
-    fork of the daemon and keeps its argv)."""
-    want = os.path.abspath(store).encode()
-    found = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open("/proc/%s/comm" % name, "rb") as f:
-                comm = f.read().strip()
-            with open("/proc/%s/cmdline" % name, "rb") as f:
-                argv = f.read().split(b"\0")
-        except OSError:
-            continue
-        if comm == b"jobfs-watchdog" and want in argv and \
-                h.pid_alive(int(name)):
-            found.append(int(name))
-    return found
-
-
-def kill_pids(pids):
-    for pid in pids:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
+watchdogs_of = h.watchdogs_of
+kill_pids = h.kill_pids
 
 
 def survivors_within(find, seconds):

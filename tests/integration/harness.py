@@ -525,6 +525,36 @@ class JobfsTestCase(unittest.TestCase):
                        msg))
 
 
+def watchdogs_of(store):
+    """Pids of jobfs-watchdog processes whose command line names store
+    (the watchdog is a fork of the daemon, so it keeps its argv)."""
+    found = []
+    want = os.path.abspath(store).encode()
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open("/proc/%s/comm" % name, "rb") as f:
+                comm = f.read().strip()
+            with open("/proc/%s/cmdline" % name, "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        if comm == b"jobfs-watchdog" and want in argv and \
+                pid_alive(int(name)):
+            found.append(int(name))
+    return found
+
+
+def kill_pids(pids):
+    """SIGKILL each pid that still exists."""
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
 def stop_all():
     """Tear down every daemon still alive (for scripts that end without
     main(): the crash suites)."""
