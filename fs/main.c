@@ -272,8 +272,8 @@ static int lock_store(const char *store, const char *mountpoint)
 	return fd;
 }
 
-/* A dead FUSE mount answers ENOTCONN. Try to clear it; if that fails, say
- * exactly what to run. */
+/* A dead FUSE mount answers ENOTCONN (or ECONNABORTED). Try to clear it;
+ * if that fails, say exactly what to run. */
 static void check_mountpoint(const char *mp)
 {
 	struct stat st;
@@ -283,7 +283,9 @@ static void check_mountpoint(const char *mp)
 			die("mountpoint %s is not a directory", mp);
 		return;
 	}
-	if (errno == ENOTCONN) {
+	/* A FUSE mount whose daemon died answers ENOTCONN, or ECONNABORTED
+	 * while the kernel is still tearing the connection down. */
+	if (errno == ENOTCONN || errno == ECONNABORTED) {
 		pid_t pid = fork();
 		int status = 1;
 
