@@ -20,6 +20,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "control.h"
 #include "crashpoint.h"
 #include "fault.h"
 #include "engine_int.h"
@@ -399,67 +400,6 @@ static int rec_reset(struct job *j, uint32_t n, struct chunk_rec *r,
 	return 0;
 }
 
-/* Parse "3-5,9" into a sorted-as-given list of chunk numbers. */
-static int parse_list(struct job *j, const char *s, uint32_t **out,
-		      size_t *count)
-{
-	uint32_t *list = NULL;
-	size_t n = 0, cap = 0;
-	const char *p = s;
-
-	if (!*p)
-		return -EINVAL;
-	while (*p) {
-		char *end;
-		unsigned long a, b;
-
-		if (!isdigit((unsigned char)*p))
-			goto bad;
-		a = strtoul(p, &end, 10);
-		b = a;
-		p = end;
-		if (*p == '-') {
-			p++;
-			if (!isdigit((unsigned char)*p))
-				goto bad;
-			b = strtoul(p, &end, 10);
-			p = end;
-		}
-		if (*p == ',')
-			p++;
-		else if (*p)
-			goto bad;
-		if (a < 1 || b < a || b > j->nchunks) {
-			job_reject(j, "retry: chunk %s is out of range 1-%"
-				   PRIu32, s, j->nchunks);
-			free(list);
-			return -ERANGE;
-		}
-		for (unsigned long k = a; k <= b; k++) {
-			if (n == cap) {
-				size_t c2 = cap ? cap * 2 : 16;
-				void *q = realloc(list, c2 * sizeof(*list));
-
-				if (!q) {
-					free(list);
-					return -ENOMEM;
-				}
-				list = q;
-				cap = c2;
-			}
-			list[n++] = (uint32_t)k;
-		}
-	}
-	*out = list;
-	*count = n;
-	return 0;
-bad:
-	free(list);
-	job_reject(j, "retry: bad chunk list '%s' (want N, N-M or a comma "
-		   "list of them)", s);
-	return -EINVAL;
-}
-
 /* Put listed chunks back to pending with a fresh budget; in a job that is
  * not running, only they run (SELECTED). Their outputs, if done, are
  * released. */
@@ -524,50 +464,30 @@ static int verb_verify(struct engine *e, struct job *j);
 int engine_control(struct engine *e, const char *name, const char *buf,
 		   size_t len)
 {
-	char verb[64], arg[256];
+	struct ctl_cmd cmd = { 0 };
+	const char *verb = "control";
+	char err[400];
 	struct job *j;
-	size_t n = len;
 	int rc = 0;
 
-	while (n && (buf[n - 1] == '\n' || buf[n - 1] == '\r' ||
-		     buf[n - 1] == ' ' || buf[n - 1] == '\t'))
-		n--;
 	LOCK(e);
 	j = job_find(e, name);
 	if (!j) {
 		UNLOCK(e);
 		return -ENOENT;
 	}
-	verb[0] = arg[0] = '\0';
-	{
-		size_t i = 0, k = 0;
+	rc = control_parse(buf, len, j->nchunks, &cmd, err, sizeof(err));
+	if (rc == -EINVAL)
+		job_reject(j, "%s", err);
+	if (rc)
+		goto out;
+	verb = control_verb_name(cmd.verb);
 
-		while (i < n && (buf[i] == ' ' || buf[i] == '\t'))
-			i++;
-		while (i < n && buf[i] != ' ' && buf[i] != '\t' &&
-		       k < sizeof(verb) - 1)
-			verb[k++] = buf[i++];
-		verb[k] = '\0';
-		while (i < n && (buf[i] == ' ' || buf[i] == '\t'))
-			i++;
-		k = 0;
-		while (i < n && k < sizeof(arg) - 1)
-			arg[k++] = buf[i++];
-		arg[k] = '\0';
-		if (i < n || memchr(buf, '\n', n) || memchr(buf, '\0', n)) {
-			job_reject(j, "control takes one verb per write");
-			rc = -EINVAL;
-			goto out;
-		}
-	}
-
-	if (!strcmp(verb, "start") || !strcmp(verb, "resume")) {
+	if (cmd.verb == CTL_START || cmd.verb == CTL_RESUME) {
 		uint32_t *list;
 		size_t count = 0;
 		int q = 0;
 
-		if (arg[0])
-			goto extra_arg;
 		if (!j->has_spec || !j->rec.has_input) {
 			job_reject(j, "%s refused: the job has no %s yet", verb,
 				   !j->has_spec ? "spec" : "input");
@@ -606,9 +526,7 @@ int engine_control(struct engine *e, const char *name, const char *buf,
 			job_event(j, 0, verb, NULL);
 		}
 		free(list);
-	} else if (!strcmp(verb, "pause")) {
-		if (arg[0])
-			goto extra_arg;
+	} else if (cmd.verb == CTL_PAUSE) {
 		if (j->rec.mode == JOB_MODE_PAUSE)
 			goto out;
 		if (j->rec.mode != JOB_MODE_RUN &&
@@ -622,9 +540,7 @@ int engine_control(struct engine *e, const char *name, const char *buf,
 		rc = edit_chunks(e, j, NULL, 0, NULL, NULL, NULL);
 		if (!rc)
 			job_event(j, 0, "paused", NULL);
-	} else if (!strcmp(verb, "cancel")) {
-		if (arg[0])
-			goto extra_arg;
+	} else if (cmd.verb == CTL_CANCEL) {
 		if (j->rec.mode == JOB_MODE_IDLE && !job_active(j)) {
 			job_reject(j, "cancel refused: the job is %s, not "
 				   "running", job_state_name(j));
@@ -643,12 +559,10 @@ int engine_control(struct engine *e, const char *name, const char *buf,
 		}
 		job_clear_waits(j);
 		job_event(j, 0, "cancel", NULL);
-	} else if (!strcmp(verb, "retry-failed")) {
+	} else if (cmd.verb == CTL_RETRY_FAILED) {
 		uint32_t *list;
 		size_t count = 0;
 
-		if (arg[0])
-			goto extra_arg;
 		if (!j->nfailed)
 			goto out; /* nothing failed: nothing to do */
 		list = malloc((size_t)j->nfailed * sizeof(*list));
@@ -664,40 +578,23 @@ int engine_control(struct engine *e, const char *name, const char *buf,
 		free(list);
 		if (!rc)
 			job_event(j, 0, "retry-failed", NULL);
-	} else if (!strcmp(verb, "retry")) {
-		uint32_t *list = NULL;
-		size_t count = 0;
-
-		if (!arg[0]) {
-			job_reject(j, "retry needs chunk numbers: retry 7, "
-				   "retry 3-5,9");
-			rc = -EINVAL;
-			goto out;
-		}
-		rc = parse_list(j, arg, &list, &count);
-		if (rc == -ERANGE)
-			rc = -EINVAL;
-		if (rc)
-			goto out;
-		for (size_t i = 0; i < count; i++) {
-			int st = j->cs[list[i] - 1] & CS_MASK;
+	} else if (cmd.verb == CTL_RETRY) {
+		for (size_t i = 0; i < cmd.count; i++) {
+			int st = j->cs[cmd.list[i] - 1] & CS_MASK;
 
 			if (st == CS_RUNNING || st == CS_COMMIT) {
 				job_reject(j, "retry refused: chunk %" PRIu32
-					   " is running", list[i]);
+					   " is running", cmd.list[i]);
 				rc = -EBUSY;
 				break;
 			}
 		}
 		if (!rc)
-			rc = requeue(e, j, list, count, 1);
-		free(list);
-	} else if (!strcmp(verb, "reset")) {
+			rc = requeue(e, j, cmd.list, cmd.count, 1);
+	} else if (cmd.verb == CTL_RESET) {
 		struct release_ctx rel = { 0 };
 		uint32_t *list;
 
-		if (arg[0])
-			goto extra_arg;
 		if (job_busy(j)) {
 			job_reject(j, "reset refused: the job is running; "
 				   "write cancel or pause first");
@@ -739,38 +636,19 @@ int engine_control(struct engine *e, const char *name, const char *buf,
 		}
 		free(list);
 		free(rel.dead);
-	} else if (!strcmp(verb, "verify")) {
-		if (arg[0])
-			goto extra_arg;
+	} else if (cmd.verb == CTL_VERIFY) {
 		if (j->verifying) {
 			job_reject(j, "verify refused: a verify is running");
 			rc = -EBUSY;
 			goto out;
 		}
 		rc = verb_verify(e, j); /* unlocks and relocks */
-	} else {
-		char shown[80];
-		size_t k = n < 60 ? n : 60;
-
-		memcpy(shown, buf, k);
-		shown[k] = '\0';
-		for (size_t i = 0; i < k; i++) {
-			if ((unsigned char)shown[i] < 0x20)
-				shown[i] = '?';
-		}
-		job_reject(j, "unknown control verb '%s'%s (read control for "
-			   "the list)", shown, n > 60 ? "..." : "");
-		rc = -EINVAL;
 	}
-	goto out;
-
-extra_arg:
-	job_reject(j, "%s takes no argument, got '%s'", verb, arg);
-	rc = -EINVAL;
 out:
 	if (rc == -EIO || rc == -ENOSPC || rc == -ENOMEM)
 		snprintf(j->last_error, sizeof(j->last_error), "%s: %s", verb,
 			 strerror(-rc));
+	control_free(&cmd);
 	job_bump(j);
 	UNLOCK(e);
 	engine_wake(e);

@@ -20,10 +20,11 @@
 #
 # Environment: FUZZ_BUILD (build directory, default build-fuzz),
 # FUZZ_JOBS (how many targets run at once, default all), FUZZ_TIMEOUT
-# (seconds one input may take, default 25).
+# (seconds one input may take, default 25), FUZZ_RUNS (stop a target once
+# it has run this many inputs, even before SECONDS; default no limit).
 set -eu
 
-all="fuzz_spec fuzz_chunker fuzz_control fuzz_wav fuzz_keys"
+all="fuzz_spec fuzz_chunker fuzz_control fuzz_verbs fuzz_wav fuzz_keys"
 src=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$src"
 
@@ -44,6 +45,7 @@ done
 build=${FUZZ_BUILD:-build-fuzz}
 per_input=${FUZZ_TIMEOUT:-25}
 jobs=${FUZZ_JOBS:-0}
+max_runs=${FUZZ_RUNS:-0}
 
 if ! command -v clang >/dev/null 2>&1; then
 	echo "run.sh: clang is needed (apt-get install -y clang" \
@@ -97,10 +99,15 @@ fuzz_one() {
 		now=$(date +%s)
 		left=$((end - now))
 		[ "$left" -ge 1 ] || break
+		limit=
+		if [ "$max_runs" -gt 0 ]; then
+			[ "$execs" -lt "$max_runs" ] || break
+			limit=-runs=$((max_runs - execs))
+		fi
 		n=$((n + 1))
 		rc=0
-		# shellcheck disable=SC2086  # dict is one word or none
-		"$build/tests/fuzz/$t" -max_total_time="$left" \
+		# shellcheck disable=SC2086  # dict and limit: one word or none
+		"$build/tests/fuzz/$t" -max_total_time="$left" $limit \
 			-timeout="$per_input" -print_final_stats=1 \
 			-artifact_prefix="$dir/artifacts/" $dict \
 			"$corpus" "tests/fuzz/corpus/$t" \
