@@ -843,13 +843,61 @@ int engine_spec_check(struct engine *e, const char *name, const char *text,
 	return rc == -E2BIG ? -EFBIG : -EINVAL;
 }
 
+/*
+ * Cut the input in force of j under sp, without the lock: returns with
+ * e->lock held again and *jp the job found again by name, or NULL (and
+ * -ENOENT) when it was deleted meanwhile. -EAGAIN when the job's input
+ * changed meanwhile (the caller cuts again). Called with e->lock held.
+ */
+static int cut_unlocked(struct engine *e, const char *name, struct job **jp,
+			const struct spec *sp, struct plan_cut *cut)
+{
+	struct job *j = *jp;
+	uint64_t id = j->id;
+	uint8_t want[SHA_LEN];
+	void *map = NULL;
+	size_t len = 0;
+	int rc;
+
+	memset(cut, 0, sizeof(*cut));
+	if (!j->rec.has_input)
+		return 0;
+	memcpy(want, j->rec.input_sha, SHA_LEN);
+	rc = job_map_input_ro(e, j, &map, &len);
+	if (rc)
+		return rc;
+	UNLOCK(e);
+	rc = plan_cut(map, len, sp, e->o.max_chunks, cut);
+	if (map)
+		munmap(map, len);
+	LOCK(e);
+	*jp = j = job_find(e, name);
+	if (!j || j->id != id) {
+		*jp = NULL;
+		rc = -ENOENT;
+	} else if (!rc && (!j->rec.has_input ||
+			   memcmp(j->rec.input_sha, want, SHA_LEN))) {
+		rc = -EAGAIN;
+	}
+	if (rc)
+		plan_cut_free(cut);
+	return rc;
+}
+
+static void reject_too_many(struct engine *e, struct job *j, const char *what)
+{
+	job_reject(j, "%s refused: the input cuts into more than %" PRIu32
+		   " chunks (--max-chunks)", what, e->o.max_chunks);
+}
+
 int engine_spec_set(struct engine *e, const char *name, const char *text,
 		    size_t len)
 {
+	struct plan_cut cut = { 0 };
 	struct spec s;
 	struct job *j;
 	char err[300];
-	int rc;
+	int rc, tries = 0;
 
 	rc = spec_parse(text, len, &s, err, sizeof(err));
 	LOCK(e);
@@ -865,6 +913,7 @@ int engine_spec_set(struct engine *e, const char *name, const char *text,
 		UNLOCK(e);
 		return rc == -E2BIG ? -EFBIG : -EINVAL;
 	}
+again:
 	if (job_busy(j) || j->verifying) {
 		spec_release(&s);
 		job_reject(j, "spec refused: the job is running; write pause "
@@ -878,13 +927,34 @@ int engine_spec_set(struct engine *e, const char *name, const char *text,
 		UNLOCK(e);
 		return 0;
 	}
-	crashpoint("spec-write");
-	rc = plan_job(e, j, text, len, &s, NULL, 0, NULL, j->rec.has_input);
+	/* The input in force is cut under the new spec without the lock;
+	 * if a new input lands meanwhile, it is cut again. */
+	rc = cut_unlocked(e, name, &j, &s, &cut);
+	if (rc == -EAGAIN && ++tries < 8)
+		goto again;
+	if (rc == -EAGAIN)
+		rc = -EBUSY;
 	if (rc) {
 		spec_release(&s);
-		if (rc != -E2BIG)
+		if (j && rc == -E2BIG) {
+			reject_too_many(e, j, "spec");
+			rc = -EINVAL;
+		} else if (j && rc != -ENOENT) {
 			job_reject(j, "spec not saved: %s", strerror(-rc));
-		rc = rc == -E2BIG ? -EINVAL : rc;
+		}
+		UNLOCK(e);
+		return rc;
+	}
+	if (job_busy(j) || j->verifying) {
+		plan_cut_free(&cut);
+		goto again; /* refused there */
+	}
+	crashpoint("spec-write");
+	rc = plan_job(e, j, text, len, &s, &cut, 0, NULL, j->rec.has_input);
+	plan_cut_free(&cut);
+	if (rc) {
+		spec_release(&s);
+		job_reject(j, "spec not saved: %s", strerror(-rc));
 	} else {
 		j->last_reject[0] = '\0';
 		job_event(j, 0, "spec", NULL);
@@ -1000,39 +1070,79 @@ static void input_tx_end(struct engine *e, struct input_tx *tx)
 int engine_input_commit(struct engine *e, struct input_tx *tx)
 {
 	uint8_t sha[SHA_LEN];
-	uint64_t size;
+	uint64_t size, id;
 	char name[128], hex[SHA_HEX_LEN + 1], oldname[128];
+	struct plan_cut cut = { 0 };
+	enum chunk_by cut_by = 0;
+	uint64_t cut_max = 0;
+	int have_cut = 0;
 	void *map = NULL;
 	struct job *j;
-	int rc, renamed = 0;
+	int rc, renamed = 0, tries = 0;
 
-	/* The slow part first, without the lock: hash and make durable. */
+	/* The slow parts without the lock: hash and make durable, then cut
+	 * under the spec in force (cut again if the spec changes meanwhile). */
 	rc = sha_fd(tx->fd, sha, &size);
 	if (!rc && fsync(tx->fd) < 0)
 		rc = -errno;
-	LOCK(e);
-	j = job_find(e, tx->name);
-	if (!j) {
-		rc = -ENOENT;
-		goto out;
-	}
-	if (rc)
-		goto out;
-	if (j->rec.has_input && !memcmp(sha, j->rec.input_sha, SHA_LEN)) {
-		rc = 0; /* the same bytes again: nothing changes */
-		goto out;
-	}
-	if (job_busy(j) || j->verifying) {
-		job_reject(j, "input refused: the job started while it was "
-			   "being written");
-		rc = -EBUSY;
-		goto out;
-	}
-	if (size > 0) {
+	if (!rc && size > 0) {
 		map = mmap(NULL, size, PROT_READ, MAP_SHARED, tx->fd, 0);
 		if (map == MAP_FAILED) {
 			map = NULL;
 			rc = -errno;
+		}
+	}
+	LOCK(e);
+	for (;;) {
+		struct spec sp;
+
+		j = job_find(e, tx->name);
+		if (!j) {
+			rc = -ENOENT;
+			goto out;
+		}
+		if (rc)
+			goto out;
+		if (j->rec.has_input && !memcmp(sha, j->rec.input_sha,
+						SHA_LEN)) {
+			rc = 0; /* the same bytes again: nothing changes */
+			goto out;
+		}
+		if (job_busy(j) || j->verifying) {
+			job_reject(j, "input refused: the job started while it "
+				   "was being written");
+			rc = -EBUSY;
+			goto out;
+		}
+		if (!j->has_spec || size == 0) {
+			plan_cut_free(&cut); /* nothing to cut */
+			break;
+		}
+		if (have_cut && j->spec.by == cut_by && j->spec.max == cut_max)
+			break;
+		if (++tries > 8) {
+			job_reject(j, "input refused: the spec kept changing "
+				   "while the input was cut");
+			rc = -EBUSY;
+			goto out;
+		}
+		plan_cut_free(&cut);
+		memset(&sp, 0, sizeof(sp));
+		sp.by = cut_by = j->spec.by;
+		sp.max = cut_max = j->spec.max;
+		id = j->id;
+		UNLOCK(e);
+		rc = plan_cut(map, size, &sp, e->o.max_chunks, &cut);
+		LOCK(e);
+		have_cut = !rc;
+		j = job_find(e, tx->name);
+		if (!j || j->id != id) {
+			rc = -ENOENT;
+			goto out;
+		}
+		if (rc == -E2BIG) {
+			reject_too_many(e, j, "input");
+			rc = -EFBIG;
 			goto out;
 		}
 	}
@@ -1051,12 +1161,9 @@ int engine_input_commit(struct engine *e, struct input_tx *tx)
 	oldname[0] = '\0';
 	if (j->rec.has_input)
 		job_input_name(j, oldname, sizeof(oldname));
-	rc = plan_job(e, j, NULL, 0, NULL, map, size, sha, 1);
+	rc = plan_job(e, j, NULL, 0, NULL, &cut, size, sha, 1);
 	if (rc) {
-		if (rc == -E2BIG)
-			rc = -EFBIG;
-		else
-			job_reject(j, "input not saved: %s", strerror(-rc));
+		job_reject(j, "input not saved: %s", strerror(-rc));
 		goto out;
 	}
 	renamed = 0; /* it is the job's input now */
@@ -1067,10 +1174,11 @@ int engine_input_commit(struct engine *e, struct input_tx *tx)
 out:
 	if (renamed)
 		unlinkat(e->os.inputs, name, 0);
-	if (map)
-		munmap(map, size);
+	plan_cut_free(&cut);
 	input_tx_end(e, tx);
 	UNLOCK(e);
+	if (map)
+		munmap(map, size);
 	close(tx->fd);
 	unlinkat(e->os.tmp, tx->tmp, 0);
 	free(tx);

@@ -205,10 +205,37 @@ const char *job_state_name(const struct job *j);
 int job_runnable(const struct job *j, uint32_t n);
 
 /* plan.c */
+
+/* The chunks an input cuts into under a spec, each with the SHA-256 of
+ * its text. Cutting reads and hashes the whole input, so it is done
+ * without e->lock (plan_cut touches nothing shared); plan_job applies the
+ * cut with the lock held. */
+struct cut_item {
+	uint64_t start, end;
+	uint8_t text_sha[SHA_LEN];
+};
+
+struct plan_cut {
+	struct cut_item *items;
+	uint32_t n, cap;
+};
+
+/* Cut input[0, len) by sp (nothing when sp is NULL) into at most max
+ * chunks: 0, -E2BIG when there would be more, -ENOMEM. */
+int plan_cut(const uint8_t *input, size_t len, const struct spec *sp,
+	     uint32_t max, struct plan_cut *out);
+void plan_cut_free(struct plan_cut *c);
+
+/* Replace j's plan with cut, the cut of the new input (input_len bytes,
+ * input_sha) or, with input_sha NULL, of the input in force under the new
+ * spec. Called with e->lock held and j not busy. */
 int plan_job(struct engine *e, struct job *j, const char *new_spec,
 	     size_t new_spec_len, const struct spec *new_parsed,
-	     const uint8_t *input, size_t input_len,
+	     const struct plan_cut *cut, uint64_t input_len,
 	     const uint8_t input_sha[SHA_LEN], int has_input);
+/* Map j's committed input read-only (NULL, 0 when empty). */
+int job_map_input_ro(struct engine *e, struct job *j, void **out,
+		     size_t *len);
 int job_input_name(const struct job *j, char *buf, size_t len);
 
 /* api.c: views */

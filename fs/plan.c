@@ -43,8 +43,8 @@ int job_input_name(const struct job *j, char *buf, size_t len)
 
 /* Map the job's committed input read-only; an empty input maps to
  * NULL with length 0. */
-static int job_map_input_ro(struct engine *e, struct job *j, void **out,
-			    size_t *len)
+int job_map_input_ro(struct engine *e, struct job *j, void **out,
+		     size_t *len)
 {
 	char name[128];
 	struct stat st;
@@ -256,18 +256,13 @@ static int collect_old(void *arg, uint32_t n, const struct chunk_rec *r,
 	return 0;
 }
 
-struct cut_ctx {
-	struct engine *e;
-	struct job *j;
-	struct db_txn *t;
+/* ---- cutting: no lock needed ---- */
+
+struct cutter {
+	struct plan_cut *out;
 	const uint8_t *input;
-	const struct old_map *map;
-	const struct spec *sp;
-	uint32_t n, reused, fresh, changed;
 	uint32_t max;
-	uint8_t *cs;
 	uint64_t dropped;   /* input bytes already given back to the kernel */
-	int rc;
 };
 
 /*
@@ -276,7 +271,7 @@ struct cut_ctx {
  * cutting a 4 GiB input does not make the daemon 4 GiB large. (The input
  * is a page-aligned mmap; a page read again is simply faulted back in.)
  */
-static int hash_text(struct cut_ctx *c, uint64_t start, uint64_t end,
+static int hash_text(struct cutter *c, uint64_t start, uint64_t end,
 		     uint8_t out[SHA_LEN])
 {
 	struct sha_ctx *h;
@@ -304,23 +299,77 @@ static int hash_text(struct cut_ctx *c, uint64_t start, uint64_t end,
 	return 0;
 }
 
-static int cut_one(void *arg, uint64_t start, uint64_t end)
+static int cut_item(void *arg, uint64_t start, uint64_t end)
 {
-	struct cut_ctx *c = arg;
+	struct cutter *c = arg;
+	struct plan_cut *o = c->out;
+	struct cut_item *it;
+
+	if (o->n >= c->max)
+		return -E2BIG;
+	if (o->n == o->cap) {
+		uint32_t cap = o->cap ? o->cap * 2 : 64;
+		void *p;
+
+		if (cap > c->max)
+			cap = c->max;
+		p = realloc(o->items, (size_t)cap * sizeof(*o->items));
+		if (!p)
+			return -ENOMEM;
+		o->items = p;
+		o->cap = cap;
+	}
+	it = &o->items[o->n++];
+	it->start = start;
+	it->end = end;
+	return hash_text(c, start, end, it->text_sha);
+}
+
+int plan_cut(const uint8_t *input, size_t len, const struct spec *sp,
+	     uint32_t max, struct plan_cut *out)
+{
+	struct cutter c = { out, input, max, 0 };
+	int rc;
+
+	memset(out, 0, sizeof(*out));
+	if (!sp)
+		return 0;
+	rc = chunker_cut((const char *)input, len, sp->by, sp->max, cut_item,
+			 &c);
+	if (rc)
+		plan_cut_free(out);
+	return rc;
+}
+
+void plan_cut_free(struct plan_cut *c)
+{
+	free(c->items);
+	memset(c, 0, sizeof(*c));
+}
+
+/* ---- applying a cut: with the lock ---- */
+
+struct cut_ctx {
+	struct db_txn *t;
+	const struct old_map *map;
+	const struct spec *sp;
+	uint32_t n, reused, fresh, changed;
+	uint8_t *cs;
+};
+
+static int cut_one(struct cut_ctx *c, const struct cut_item *it,
+		   uint64_t job_id)
+{
 	struct chunk_rec r = { 0 };
 	uint8_t ident[SHA_LEN];
 	const struct old_done *d = NULL;
 	int rc;
 
-	if (c->n >= c->max)
-		return -E2BIG;
 	c->n++;
 	r.state = CHUNK_PENDING;
-	r.start = start;
-	r.end = end;
-	rc = hash_text(c, start, end, r.text_sha);
-	if (rc)
-		return rc;
+	r.start = it->start;
+	r.end = it->end;
+	memcpy(r.text_sha, it->text_sha, SHA_LEN);
 	if (c->map->slots) {
 		identity(r.text_sha, c->sp, ident);
 		d = old_map_get(c->map, ident);
@@ -345,33 +394,24 @@ static int cut_one(void *arg, uint64_t start, uint64_t end)
 	} else {
 		c->fresh++;
 	}
-	/* the in-memory byte, grown as we go */
-	if ((c->n & (c->n - 1)) == 0) {
-		void *p = realloc(c->cs, (size_t)c->n * 2);
-
-		if (!p)
-			return -ENOMEM;
-		c->cs = p;
-	}
 	c->cs[c->n - 1] = d ? CS_DONE : CS_PENDING;
-	return db_chunk_put(c->t, c->j->id, c->n, &r, NULL);
+	return db_chunk_put(c->t, job_id, c->n, &r, NULL);
 }
 
 /*
  * Replace j's plan. new_spec (with its parse new_parsed) replaces the spec
  * when not NULL; on success the parse moves into the job (the caller must
  * not release it), on failure it stays the caller's. A new input is given
- * as input_sha with input_len bytes at input (NULL when empty); with
- * input_sha NULL and has_input set the committed input is cut again. Called with e->lock
- * held and the job not busy. On failure nothing changes and a negative
- * errno is returned (-E2BIG when the input cuts into more chunks than
- * allowed).
+ * as input_sha and input_len; with input_sha NULL and has_input set the
+ * input in force stays. pc is the cut (plan_cut) of that input under the
+ * spec that will be in force. Called with e->lock held and the job not
+ * busy. On failure nothing changes and a negative errno is returned.
  */
 static int plan_job_once(struct engine *e, struct job *j,
 			 const char *new_spec, size_t new_spec_len,
-			 const struct spec *new_parsed, const uint8_t *input,
-			 size_t input_len, const uint8_t input_sha[SHA_LEN],
-			 int has_input)
+			 const struct spec *new_parsed,
+			 const struct plan_cut *pc, uint64_t input_len,
+			 const uint8_t input_sha[SHA_LEN], int has_input)
 {
 	const struct spec *sp = new_parsed ? new_parsed :
 		(j->has_spec ? &j->spec : NULL);
@@ -381,17 +421,11 @@ static int plan_job_once(struct engine *e, struct job *j,
 	struct db_txn *t = NULL;
 	struct job_rec rec = j->rec;
 	char *spec_copy = NULL;
-	void *mapped = NULL;
-	size_t mapped_len = 0;
 	int rc;
 
 	if (!input_sha && j->rec.has_input && has_input) {
-		/* no new input (a spec change): cut the one in force */
-		rc = job_map_input_ro(e, j, &mapped, &mapped_len);
-		if (rc)
-			return rc;
-		input = mapped;
-		input_len = mapped_len;
+		/* no new input (a spec change): the one in force */
+		input_len = j->rec.input_len;
 		input_sha = j->rec.input_sha;
 	}
 	if (new_spec) {
@@ -424,16 +458,17 @@ static int plan_job_once(struct engine *e, struct job *j,
 	if (rc)
 		goto out;
 
-	cut.e = e;
-	cut.j = j;
 	cut.t = t;
-	cut.input = input;
 	cut.map = &map;
-	cut.max = e->o.max_chunks;
-	if (sp && has_input) {
-		cut.sp = sp;
-		rc = chunker_cut((const char *)input, input_len, sp->by, sp->max,
-				 cut_one, &cut);
+	cut.sp = sp;
+	if (sp && has_input && pc->n) {
+		cut.cs = malloc(pc->n);
+		if (!cut.cs) {
+			rc = -ENOMEM;
+			goto out;
+		}
+		for (uint32_t i = 0; i < pc->n && !rc; i++)
+			rc = cut_one(&cut, &pc->items[i], j->id);
 		if (rc)
 			goto out;
 	}
@@ -492,21 +527,16 @@ static int plan_job_once(struct engine *e, struct job *j,
 	rc = 0;
 out:
 	db_abort(t);
-	if (rc == -E2BIG)
-		job_reject(j, "input cuts into more than %" PRIu32 " chunks "
-			   "(the limit)", e->o.max_chunks);
 	free(cut.cs);
 	free(spec_copy);
 	old_map_free(&map);
 	free(rel.sha);
-	if (mapped)
-		munmap(mapped, mapped_len);
 	return rc;
 }
 
 int plan_job(struct engine *e, struct job *j, const char *new_spec,
 	     size_t new_spec_len, const struct spec *new_parsed,
-	     const uint8_t *input, size_t input_len,
+	     const struct plan_cut *cut, uint64_t input_len,
 	     const uint8_t input_sha[SHA_LEN], int has_input)
 {
 	int rc;
@@ -516,7 +546,7 @@ int plan_job(struct engine *e, struct job *j, const char *new_spec,
 	for (int tries = 0;; tries++) {
 		db_map_was_full();
 		rc = plan_job_once(e, j, new_spec, new_spec_len, new_parsed,
-				   input, input_len, input_sha, has_input);
+				   cut, input_len, input_sha, has_input);
 		if (rc != -ENOSPC || !db_map_was_full() || tries >= 16 ||
 		    db_grow(e->db))
 			return rc;
