@@ -928,6 +928,7 @@ static int attempt_start(struct engine *e, struct job *j, uint32_t n)
 			.stdout_fd = a->out_fd,
 			.stderr_fd = errp[1],
 			.max_output = j->spec.max_output,
+			.max_procs = j->spec.max_procs,
 		};
 
 		if (j->spec.shell) {

@@ -33,6 +33,8 @@ struct exec_request {
 	int stdout_fd;       /* becomes the child's fd 1 */
 	int stderr_fd;       /* becomes the child's fd 2 */
 	uint64_t max_output; /* RLIMIT_FSIZE for the tree in bytes; 0 = none */
+	uint32_t max_procs;  /* processes and threads of the tree; 0 = none
+			      * (a pids cgroup, else RLIMIT_NPROC) */
 };
 
 struct exec_result {
@@ -72,8 +74,8 @@ int exec_local_open(struct executor **out);
 /*
  * Start one attempt. The request's fds are dup'ed into the child; the
  * caller still owns (and should close) its copies after the call. The
- * child gets a new process group, the working directory req->cwd, no
- * descriptor other than 0, 1 and 2, exactly req->envp, and SIGKILL when
+ * child gets a new session and process group, the working directory
+ * req->cwd, no descriptor other than 0, 1 and 2, exactly req->envp, and SIGKILL when
  * the daemon's engine thread dies. Returns 0 and sets *out, or a negative
  * errno when no process could be created (fork failed). A program that
  * cannot be executed is not an error here: it is reported by exec_reap().

@@ -1,6 +1,6 @@
 /*
  * exec_local.c - the local executor: each attempt is a child process of
- * the daemon, in a process group of its own, watched by a watchdog.
+ * the daemon, in a session and process group of its own, watched by a watchdog.
  *
  * Invariants this module guarantees:
  *
@@ -28,8 +28,8 @@
  *                  |                                        ^
  *                  +---- free: kill, blocking reap ---------+
  *
- * The one escape is a process that leaves the group (setsid, setpgid):
- * only a cgroup could follow it.
+ * The one escape is a process that leaves the group (setsid, setpgid);
+ * a pids cgroup (below), where the daemon can make one, follows it.
  *
  * What the rest of the daemon must not do: wait for any child (waitpid
  * with -1) or set SIGCHLD to SIG_IGN, since either reaps attempts behind
@@ -42,6 +42,7 @@
 #include "exec.h"
 
 #include <assert.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <sched.h>
@@ -49,6 +50,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
@@ -75,6 +77,14 @@ struct local_executor {
 	int closed;
 	unsigned nattempts;   /* attempts not yet freed */
 	struct exec_attempt *running; /* list of attempts not yet reaped */
+	int cg_base;          /* pids cgroup directory we may make children
+			       * in, or -1 (then RLIMIT_NPROC) */
+	pid_t cg_owner;       /* our pid, in the names of our cgroups */
+	unsigned long cg_seq;
+	unsigned long *cg_left; /* cgroups not yet removable (members dying) */
+	size_t cg_nleft, cg_capleft;
+	double nproc_at;      /* when nproc_base was counted */
+	unsigned long nproc_base; /* our uid's tasks then */
 };
 
 struct exec_attempt {
@@ -84,6 +94,7 @@ struct exec_attempt {
 	int pidfd;    /* polls readable when the main process exits */
 	int errfd;    /* read end of the exec-error pipe, non-blocking */
 	int reaped;
+	unsigned long cg;  /* its pids cgroup's number, 0 = none */
 	struct exec_result result;
 };
 
@@ -167,6 +178,279 @@ static void wd_send(struct local_executor *ex, int op, pid_t pgid)
 			;
 	}
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
+}
+
+/* ---- the bound on processes ----------------------------------------- */
+
+/*
+ * A worker that forks without end must not take the machine, or the
+ * daemon, with it. Each attempt gets a pids cgroup of its own with
+ * pids.max = the spec's max_procs, when the daemon can make one: the pids
+ * hierarchy (cgroup v1) or the unified one with the pids controller
+ * (cgroup v2), at the daemon's own cgroup, writable (root, or a delegated
+ * subtree). The child moves itself in before it execs, so every process
+ * and thread of its tree counts. A cgroup also follows processes that
+ * left the group with setsid: whatever is left in it when the attempt is
+ * reaped is killed.
+ *
+ * Without a usable cgroup the child gets RLIMIT_NPROC = the user's task
+ * count at start + max_procs. That limit counts every task of the user,
+ * not just the tree, and the kernel does not apply it to root; docs/
+ * security.md says so.
+ */
+
+static int write_str_at(int dirfd, const char *file, const char *text)
+{
+	int fd = openat(dirfd, file, O_WRONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	int rc = write_all(fd, text, strlen(text)) < 0 ? -errno : 0;
+	close(fd);
+	return rc;
+}
+
+/* Is word one of the comma-separated items of list? */
+static int has_item(const char *list, const char *word)
+{
+	size_t n = strlen(word);
+	for (const char *p = list; p != NULL && *p; ) {
+		const char *end = strchrnul(p, ',');
+		if ((size_t)(end - p) == n && strncmp(p, word, n) == 0)
+			return 1;
+		p = *end ? end + 1 : end;
+	}
+	return 0;
+}
+
+/*
+ * The directory of our own cgroup in the hierarchy that has the pids
+ * controller, from /proc/self/mountinfo and /proc/self/cgroup. Sets
+ * *v2 for the unified hierarchy. Returns 0 or -ENOENT.
+ */
+static int cg_own_dir(char *out, size_t len, int *v2)
+{
+	char line[4096], mnt1[1024] = "", mnt2[1024] = "", root1[1024] = "",
+	     root2[1024] = "", path1[2048] = "", path2[2048] = "";
+	FILE *f = fopen("/proc/self/mountinfo", "re");
+	if (f == NULL)
+		return -ENOENT;
+	while (fgets(line, sizeof line, f)) {
+		char root[1024], mp[1024], fstype[64], super[1024];
+		const char *dash = strstr(line, " - ");
+		if (dash == NULL ||
+		    sscanf(line, "%*s %*s %*s %1023s %1023s", root, mp) != 2 ||
+		    sscanf(dash + 3, "%63s %*s %1023s", fstype, super) != 2)
+			continue;
+		if (strcmp(fstype, "cgroup") == 0 && has_item(super, "pids") &&
+		    !mnt1[0]) {
+			snprintf(mnt1, sizeof mnt1, "%s", mp);
+			snprintf(root1, sizeof root1, "%s", root);
+		} else if (strcmp(fstype, "cgroup2") == 0 && !mnt2[0]) {
+			snprintf(mnt2, sizeof mnt2, "%s", mp);
+			snprintf(root2, sizeof root2, "%s", root);
+		}
+	}
+	fclose(f);
+	if ((f = fopen("/proc/self/cgroup", "re")) == NULL)
+		return -ENOENT;
+	while (fgets(line, sizeof line, f)) {
+		char *c1 = strchr(line, ':'), *c2 = c1 ? strchr(c1 + 1, ':') : NULL;
+		if (c2 == NULL)
+			continue;
+		line[strcspn(line, "\n")] = '\0';
+		*c2 = '\0';
+		if (c1[1] == '\0' && strcmp(line, "0:") == 0)
+			snprintf(path2, sizeof path2, "%s", c2 + 1);
+		else if (has_item(c1 + 1, "pids"))
+			snprintf(path1, sizeof path1, "%s", c2 + 1);
+	}
+	fclose(f);
+
+	/* The path is relative to the hierarchy's root; the mount may show
+	 * only a subtree of it (a container), given as the mount's root. */
+	const char *mnt = mnt1[0] && path1[0] ? mnt1 : mnt2;
+	const char *root = mnt == mnt1 ? root1 : root2;
+	const char *path = mnt == mnt1 ? path1 : path2;
+	if (!mnt[0] || !path[0])
+		return -ENOENT;
+	size_t rl = strcmp(root, "/") == 0 ? 0 : strlen(root);
+	if (rl && (strncmp(path, root, rl) != 0 ||
+		   (path[rl] != '/' && path[rl] != '\0')))
+		return -ENOENT;
+	*v2 = mnt == mnt2;
+	if ((size_t)snprintf(out, len, "%s%s", mnt, path + rl) >= len)
+		return -ENOENT;
+	return 0;
+}
+
+static void cg_name(char *buf, size_t len, pid_t owner, unsigned long n)
+{
+	snprintf(buf, len, "jobfs-%d-%lu", (int)owner, n);
+}
+
+/* SIGKILL every member of the cgroup dir (cgroup.kill where the kernel
+ * has it, else each pid of cgroup.procs). */
+static void cg_kill_members(int dirfd)
+{
+	if (write_str_at(dirfd, "cgroup.kill", "1") == 0)
+		return;
+	int fd = openat(dirfd, "cgroup.procs", O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return;
+	char buf[4096];
+	size_t have = 0;
+	for (;;) {
+		ssize_t r = read(fd, buf + have, sizeof buf - 1 - have);
+		if (r <= 0)
+			break;
+		have += (size_t)r;
+		buf[have] = '\0';
+		char *p = buf, *nl;
+		while ((nl = strchr(p, '\n')) != NULL) {
+			long pid = strtol(p, NULL, 10);
+			/* a member now; pid reuse within this loop would
+			 * need the whole pid space to wrap around */
+			if (pid > 1)
+				kill((pid_t)pid, SIGKILL);
+			p = nl + 1;
+		}
+		have = (size_t)(buf + have - p);
+		memmove(buf, p, have);
+	}
+	close(fd);
+}
+
+/* Remove cgroup name under base, killing what is left in it. Returns 0
+ * when it is gone, -EBUSY while members are still dying. */
+static int cg_remove(int base, const char *name)
+{
+	if (unlinkat(base, name, AT_REMOVEDIR) == 0 || errno == ENOENT)
+		return 0;
+	if (errno != EBUSY)
+		return 0; /* not ours to fight over */
+	int d = openat(base, name, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (d >= 0) {
+		cg_kill_members(d);
+		close(d);
+	}
+	if (unlinkat(base, name, AT_REMOVEDIR) == 0 || errno == ENOENT)
+		return 0;
+	return -EBUSY;
+}
+
+/* Try again to remove the cgroups whose members were still dying. */
+static void cg_retry_left(struct local_executor *ex)
+{
+	size_t k = 0;
+	for (size_t i = 0; i < ex->cg_nleft; i++) {
+		char name[64];
+		cg_name(name, sizeof name, ex->cg_owner, ex->cg_left[i]);
+		if (cg_remove(ex->cg_base, name) != 0)
+			ex->cg_left[k++] = ex->cg_left[i];
+	}
+	ex->cg_nleft = k;
+}
+
+static void cg_release(struct local_executor *ex, unsigned long n)
+{
+	char name[64];
+	if (ex == NULL || ex->cg_base < 0 || n == 0)
+		return;
+	cg_name(name, sizeof name, ex->cg_owner, n);
+	if (cg_remove(ex->cg_base, name) == 0)
+		return;
+	if (ex->cg_nleft == ex->cg_capleft) {
+		size_t cap = ex->cg_capleft ? ex->cg_capleft * 2 : 16;
+		void *p = realloc(ex->cg_left, cap * sizeof *ex->cg_left);
+		if (p == NULL)
+			return; /* stays behind; removed at the next start */
+		ex->cg_left = p;
+		ex->cg_capleft = cap;
+	}
+	ex->cg_left[ex->cg_nleft++] = n;
+}
+
+/* Remove what daemons that are gone left in base: "jobfs-PID-N" with PID
+ * not alive (a daemon killed with -9 cannot clean up). */
+static void cg_sweep_stale(int base)
+{
+	int fd = openat(base, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+	struct dirent *de;
+	if (d == NULL) {
+		if (fd >= 0)
+			close(fd);
+		return;
+	}
+	while ((de = readdir(d)) != NULL) {
+		int pid;
+		unsigned long n;
+		if (sscanf(de->d_name, "jobfs-%d-%lu", &pid, &n) != 2 ||
+		    pid <= 0 || (kill(pid, 0) < 0 && errno == EPERM) ||
+		    kill(pid, 0) == 0)
+			continue;
+		cg_remove(base, de->d_name);
+	}
+	closedir(d);
+}
+
+/* Find a pids cgroup directory we can make attempt cgroups in: a probe
+ * child must come with a pids.max. Returns an open directory or -1. */
+static int cg_open_base(pid_t owner)
+{
+	char dir[4096], probe[64];
+	int v2 = 0;
+	if (cg_own_dir(dir, sizeof dir, &v2) < 0)
+		return -1;
+	int base = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (base < 0)
+		return -1;
+	cg_sweep_stale(base);
+	cg_name(probe, sizeof probe, owner, 0);
+	if (mkdirat(base, probe, 0700) < 0 && errno != EEXIST) {
+		close(base);
+		return -1;
+	}
+	/* In v2 a child has pids.max only once its parent delegates the
+	 * controller (which the kernel refuses while the parent itself has
+	 * processes, unless it is the root). */
+	char file[96];
+	snprintf(file, sizeof file, "%s/pids.max", probe);
+	if (faccessat(base, file, W_OK, 0) < 0 && v2)
+		write_str_at(base, "cgroup.subtree_control", "+pids");
+	int ok = faccessat(base, file, W_OK, 0) == 0;
+	unlinkat(base, probe, AT_REMOVEDIR);
+	if (!ok) {
+		close(base);
+		return -1;
+	}
+	return base;
+}
+
+/* Tasks (threads) of uid, counted in /proc; what RLIMIT_NPROC counts. */
+static unsigned long uid_tasks(uid_t uid)
+{
+	DIR *d = opendir("/proc");
+	struct dirent *de;
+	unsigned long n = 0;
+	if (d == NULL)
+		return 0;
+	while ((de = readdir(d)) != NULL) {
+		char task[300];
+		struct stat st;
+		if (de->d_name[0] < '1' || de->d_name[0] > '9')
+			continue;
+		snprintf(task, sizeof task, "%s/task", de->d_name);
+		if (fstatat(dirfd(d), de->d_name, &st, 0) < 0 ||
+		    st.st_uid != uid)
+			continue;
+		if (fstatat(dirfd(d), task, &st, 0) == 0 && st.st_nlink > 2)
+			n += (unsigned long)st.st_nlink - 2;
+		else
+			n++;
+	}
+	closedir(d);
+	return n;
 }
 
 /* ---- the watchdog ---------------------------------------------------- */
@@ -295,6 +579,8 @@ int exec_local_open(struct executor **out)
 	ex->base.ops = &local_ops;
 	ex->wd_fd = p[1];
 	ex->wd_pid = pid;
+	ex->cg_owner = getpid();
+	ex->cg_base = cg_open_base(ex->cg_owner);
 	*out = &ex->base;
 	return 0;
 }
@@ -377,6 +663,8 @@ struct child_plan {
 	int wd_fd;         /* write end of the watchdog pipe, or -1 */
 	pid_t parent;
 	uint64_t max_output;
+	int cg_procs;      /* the attempt's cgroup.procs, or -1 */
+	rlim_t nproc;      /* RLIMIT_NPROC to set, 0 = none */
 };
 
 /* Report errno to the parent and die; async-signal-safe. */
@@ -402,7 +690,13 @@ static _Noreturn void child_main(const struct child_plan *p)
 	reset_signals();
 	set_handler(SIGPIPE, SIG_IGN);
 
-	if (setpgid(0, 0) < 0)
+	/* A session of its own, which is also a process group of its own
+	 * (pgid = pid). A new session rather than only a new group: with
+	 * the scheduler's autogroups (kernel.sched_autogroup_enabled) a
+	 * session is a CPU group, so a tree of a thousand busy processes
+	 * gets one group's share of the CPU, not a thousand shares taken
+	 * from the daemon's group, and the mount stays responsive. */
+	if (setsid() < 0)
 		child_fail(errfd, errno);
 	if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0)
 		child_fail(errfd, errno);
@@ -413,6 +707,18 @@ static _Noreturn void child_main(const struct child_plan *p)
 		write_all(p->wd_fd, &m, sizeof m);
 	}
 	set_handler(SIGPIPE, SIG_DFL); /* also drops a SIGPIPE pending from it */
+
+	/* The bound on processes, before anything can fork. */
+	if (p->cg_procs < 0 || write_all(p->cg_procs, "0", 1) < 0) {
+		struct rlimit rl;
+		if (p->nproc > 0 && getrlimit(RLIMIT_NPROC, &rl) == 0) {
+			rlim_t lim = p->nproc;
+			if (rl.rlim_max != RLIM_INFINITY && rl.rlim_max < lim)
+				lim = rl.rlim_max;
+			rl.rlim_cur = rl.rlim_max = lim;
+			setrlimit(RLIMIT_NPROC, &rl);
+		}
+	}
 
 	/* Move every fd we keep above 2 first, so that no dup2 onto 0..2
 	 * clobbers a source that happens to be 0..2. */
@@ -509,10 +815,55 @@ static pid_t fork_pidfd(int *pidfd)
 #endif
 }
 
+static double mono_seconds(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/*
+ * Set up the bound on the attempt's processes in plan: a fresh pids
+ * cgroup with pids.max = max (its number is returned, and its
+ * cgroup.procs open in plan->cg_procs), else RLIMIT_NPROC in plan->nproc
+ * (0 returned). The user's task count behind RLIMIT_NPROC is counted at
+ * most once a second.
+ */
+static unsigned long bound_procs(struct local_executor *ex, uint32_t max,
+				 struct child_plan *plan)
+{
+	if (ex->cg_base >= 0) {
+		char name[64], num[32];
+		unsigned long n = ++ex->cg_seq;
+		cg_retry_left(ex);
+		cg_name(name, sizeof name, ex->cg_owner, n);
+		if (mkdirat(ex->cg_base, name, 0700) == 0) {
+			int d = openat(ex->cg_base, name, O_RDONLY |
+				       O_DIRECTORY | O_CLOEXEC);
+			snprintf(num, sizeof num, "%u", max);
+			if (d >= 0 && write_str_at(d, "pids.max", num) == 0)
+				plan->cg_procs = openat(d, "cgroup.procs",
+							O_WRONLY | O_CLOEXEC);
+			if (d >= 0)
+				close(d);
+			if (plan->cg_procs >= 0)
+				return n;
+			unlinkat(ex->cg_base, name, AT_REMOVEDIR);
+		}
+	}
+	double now = mono_seconds();
+	if (ex->nproc_at == 0 || now - ex->nproc_at > 1.0) {
+		ex->nproc_base = uid_tasks(getuid());
+		ex->nproc_at = now;
+	}
+	plan->nproc = (rlim_t)(ex->nproc_base + max);
+	return 0;
+}
+
 /*
  * exec_start() for the local executor: fork a child that becomes the
- * leader of a new process group and execs req->argv. The request is
- * borrowed for the call only. Returns 0 and sets *out, or a negative
+ * leader of a new session and process group and execs req->argv. The
+ * request is borrowed for the call only. Returns 0 and sets *out, or a negative
  * errno: -EINVAL (empty argv), -EBADF (a request fd is not open),
  * -ENOMEM, or what pipe2 or clone failed with.
  */
@@ -555,7 +906,11 @@ static int local_start(struct executor *base, const struct exec_request *req,
 		.wd_fd = ex->wd_fd,
 		.parent = getpid(),
 		.max_output = req->max_output,
+		.cg_procs = -1,
 	};
+	unsigned long cg = 0;
+	if (req->max_procs > 0)
+		cg = bound_procs(ex, req->max_procs, &plan);
 
 	/* Block every signal across fork, so no handler of the daemon runs
 	 * in the child before the child has reset them (git does the same). */
@@ -570,19 +925,18 @@ static int local_start(struct executor *base, const struct exec_request *req,
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	close(ep[1]);
 	free(path);
+	if (plan.cg_procs >= 0)
+		close(plan.cg_procs);
 	if (pid < 0) {
 		rc = -fork_errno;
 		close(ep[0]);
+		cg_release(ex, cg);
 		goto free_a;
 	}
 
-	/* The child does this too; doing it here as well means the group
-	 * exists when we return, whoever the scheduler ran first. EACCES
-	 * (the child has exec'd, so it did it) and ESRCH are fine. */
-	setpgid(pid, pid);
-
 	a->ex = ex;
 	a->pid = pid;
+	a->cg = cg;
 	a->pidfd = pidfd;
 	a->errfd = ep[0];
 	fcntl(a->errfd, F_SETFL, O_NONBLOCK);
@@ -605,8 +959,13 @@ static int local_fd(struct exec_attempt *a)
 
 static void local_kill(struct exec_attempt *a)
 {
-	if (!a->reaped)
-		kill(-a->pid, SIGKILL); /* pid not reaped: still ours (inv. 1) */
+	if (a->reaped)
+		return;
+	/* pid not reaped: still ours (inv. 1). Before the child's setsid
+	 * there is no group yet; then only the child itself exists, and
+	 * collect() kills the group again before the reap. */
+	if (kill(-a->pid, SIGKILL) < 0 && errno == ESRCH)
+		kill(a->pid, SIGKILL);
 }
 
 /*
@@ -672,6 +1031,8 @@ static int collect(struct exec_attempt *a, int block)
 done:
 	a->reaped = 1;
 	running_unlink(a);
+	cg_release(a->ex, a->cg); /* kills what left the group */
+	a->cg = 0;
 	return 0;
 }
 
@@ -686,8 +1047,14 @@ static int local_reap(struct exec_attempt *a, struct exec_result *out)
 /* Release an executor that is closed and has no attempts left. */
 static void executor_maybe_free(struct local_executor *ex)
 {
-	if (ex != NULL && ex->closed && ex->nattempts == 0)
+	if (ex != NULL && ex->closed && ex->nattempts == 0) {
+		if (ex->cg_base >= 0) {
+			cg_retry_left(ex);
+			close(ex->cg_base);
+		}
+		free(ex->cg_left);
 		free(ex);
+	}
 }
 
 static void local_free(struct exec_attempt *a)

@@ -1334,6 +1334,18 @@ static int f_max_output(struct ctx *c, const cJSON *n, size_t idx,
 			">= 0 (0 = no cap)", 0, UINT64_MAX, &s->max_output);
 }
 
+static int f_max_procs(struct ctx *c, const cJSON *n, size_t idx,
+		       struct spec *s)
+{
+	uint64_t v;
+	int rc = want_u64(c, n, idx, "max_procs", "an integer from 0 to "
+			  "1000000 (0 = no cap)", 0, 1000000, &v);
+
+	if (!rc)
+		s->max_procs = (uint32_t)v;
+	return rc;
+}
+
 static const struct field top_fields[] = {
 	{ "command", f_command },
 	{ "chunking", f_chunking },
@@ -1349,6 +1361,7 @@ static const struct field top_fields[] = {
 	{ "params", f_params },
 	{ "priority", f_priority },
 	{ "max_output", f_max_output },
+	{ "max_procs", f_max_procs },
 };
 
 /*
@@ -1409,6 +1422,7 @@ int spec_parse(const char *text, size_t len, struct spec *out,
 	s.by = CHUNK_BY_PARAGRAPH;
 	s.parallel = 1;
 	s.attempts = 3;
+	s.max_procs = SPEC_DEFAULT_MAX_PROCS;
 	s.backoff_initial = 1;
 	s.backoff_factor = 2;
 	s.backoff_max = 60;
@@ -1585,7 +1599,8 @@ char *spec_to_json(const struct spec *s)
 		goto free_root;
 	snprintf(num, sizeof(num), "%" PRId64, s->priority);
 	if (!cJSON_AddRawToObject(root, "priority", num) ||
-	    !add_raw_u64(root, "max_output", s->max_output))
+	    !add_raw_u64(root, "max_output", s->max_output) ||
+	    !add_raw_u64(root, "max_procs", s->max_procs))
 		goto free_root;
 	json = print_compact(root);
 free_root:

@@ -17,6 +17,7 @@
 #define SPEC_MAX_BYTES (64 * 1024)   /* larger specs are rejected */
 #define SPEC_MAX_PARALLEL 256
 #define SPEC_MAX_ATTEMPTS 1000
+#define SPEC_DEFAULT_MAX_PROCS 1024
 #define SPEC_MAX_EXT 16
 
 enum spec_output {
@@ -63,6 +64,9 @@ struct spec {
 	char *params;           /* compact JSON text of params, "null" if absent */
 	int64_t priority;       /* default 0; higher starts first */
 	uint64_t max_output;    /* bytes per attempt's output, 0 = no cap */
+	uint32_t max_procs;     /* processes and threads of one attempt's
+				 * tree, default SPEC_DEFAULT_MAX_PROCS,
+				 * 0 = no cap */
 
 	/* Canonical text of the command, part of every chunk's identity:
 	 * "sh:" followed by the shell string, or "argv:" followed by the

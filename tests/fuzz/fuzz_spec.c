@@ -308,8 +308,9 @@ static void check_same(const struct spec *a, const struct spec *b,
 		   "params '%s' became '%s' through %s", a->params, b->params,
 		   json);
 	FUZZ_CHECK(a->priority == b->priority &&
-		   a->max_output == b->max_output,
-		   "priority/max_output changed through %s", json);
+		   a->max_output == b->max_output &&
+		   a->max_procs == b->max_procs,
+		   "priority/max_output/max_procs changed through %s", json);
 }
 
 /* Invariant 4. */

@@ -700,7 +700,8 @@ static void test_to_json(void)
 		    "\"backoff\":{\"initial\":1,\"factor\":2,\"max\":60},"
 		    "\"timeout\":0,\"no_retry\":[],\"ext\":\"out\",\"output\":"
 		    "\"concat\",\"join\":{\"gap_ms\":0},\"env\":{},"
-		    "\"params\":null,\"priority\":0,\"max_output\":0}"));
+		    "\"params\":null,\"priority\":0,\"max_output\":0,"
+		     "\"max_procs\":1024}"));
 	free(j);
 	spec_release(&s);
 	/* audio: ext defaults to wav, join.gap_ms kept */
