@@ -44,6 +44,8 @@ run() { # name command...
 run kill9 python3 tests/crash/kill9.py --kills $((1000 / scale))
 run crashpoints python3 tests/crash/crashpoints.py --max-k $((scale == 1 ? 5 : 2))
 run persist-audit python3 tests/crash/persist_audit.py --mutants --chunks 200
+run powerloss python3 tests/crash/powerloss.py --cycles $((300 / scale)) \
+	--mutants --coverage --crash-build build-crash
 run faults python3 tests/crash/faults.py --runs $((300 / scale))
 run fulldisk python3 tests/crash/fulldisk.py --map-chunks $((20000 / scale))
 run integrity python3 tests/crash/integrity.py --rounds $((200 / scale))
