@@ -83,6 +83,8 @@ struct local_executor {
 	unsigned long cg_seq;
 	unsigned long *cg_left; /* cgroups not yet removable (members dying) */
 	size_t cg_nleft, cg_capleft;
+	void *stack;          /* for the child until it execs */
+	size_t stack_len;
 	double nproc_at;      /* when nproc_base was counted */
 	unsigned long nproc_base; /* our uid's tasks then */
 };
@@ -815,6 +817,66 @@ static pid_t fork_pidfd(int *pidfd)
 #endif
 }
 
+/*
+ * Start the child the way posix_spawn does: CLONE_VM | CLONE_VFORK on a
+ * stack of its own. No page table of the daemon is copied (a fork costs
+ * in proportion to the daemon's mapped memory, and the scheduler does it
+ * with the engine lock held), and this thread sleeps until the child has
+ * exec'd or died; the daemon's other threads run on. Sharing memory is
+ * safe because child_main() writes nothing but its own stack and errno
+ * (this thread's, which sleeps meanwhile), and has its own copy of the
+ * signal handlers (no CLONE_SIGHAND). valgrind runs it as a fork. The
+ * stack is made once and reused: one start at a time, from the engine
+ * thread. Falls back to fork_pidfd() if the stack cannot be mapped.
+ */
+#define CHILD_STACK ((size_t)64 * 1024)
+
+/* AddressSanitizer keeps per-thread state that a child sharing the
+ * daemon's memory would corrupt: sanitizer builds fork. */
+#if defined(__SANITIZE_ADDRESS__)
+#define SPAWN_FORKS 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define SPAWN_FORKS 1
+#endif
+#endif
+#ifndef SPAWN_FORKS
+#define SPAWN_FORKS 0
+#endif
+
+static int child_entry(void *arg)
+{
+	child_main(arg);
+}
+
+static pid_t spawn_pidfd(struct local_executor *ex, struct child_plan *plan,
+			 int *pidfd)
+{
+	if (ex->stack == NULL) {
+		long page = sysconf(_SC_PAGESIZE);
+		if (SPAWN_FORKS)
+			goto fork;
+		void *p = mmap(NULL, CHILD_STACK + (size_t)page,
+			       PROT_READ | PROT_WRITE,
+			       MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+		if (p == MAP_FAILED)
+			goto fork;
+		mprotect(p, (size_t)page, PROT_NONE); /* guard below */
+		ex->stack = p;
+		ex->stack_len = CHILD_STACK + (size_t)page;
+	}
+	if (FAULT("jobfs/fork", EAGAIN))
+		return -1;
+	return clone(child_entry, (char *)ex->stack + ex->stack_len,
+		     CLONE_VM | CLONE_VFORK | CLONE_PIDFD | SIGCHLD, plan,
+		     pidfd);
+fork:;
+	pid_t pid = fork_pidfd(pidfd);
+	if (pid == 0)
+		child_main(plan);
+	return pid;
+}
+
 static double mono_seconds(void)
 {
 	struct timespec ts;
@@ -918,9 +980,7 @@ static int local_start(struct executor *base, const struct exec_request *req,
 	sigfillset(&all);
 	pthread_sigmask(SIG_SETMASK, &all, &old);
 	int pidfd = -1;
-	pid_t pid = fork_pidfd(&pidfd);
-	if (pid == 0)
-		child_main(&plan);
+	pid_t pid = spawn_pidfd(ex, &plan, &pidfd);
 	int fork_errno = errno;
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	close(ep[1]);
@@ -1053,6 +1113,8 @@ static void executor_maybe_free(struct local_executor *ex)
 			close(ex->cg_base);
 		}
 		free(ex->cg_left);
+		if (ex->stack != NULL)
+			munmap(ex->stack, ex->stack_len);
 		free(ex);
 	}
 }
