@@ -132,10 +132,11 @@ int engine_events_open(struct engine *e, const char *name, int *fd_out);
 
 /* ---- chunks/ and logs/ ---- */
 
-typedef int (*engine_chunk_fn)(void *arg, uint32_t n, uint64_t size);
-/* Done chunks (chunks/) or chunks with a log (logs/). */
+typedef int (*engine_chunk_fn)(void *arg, uint32_t n);
+/* Done chunks numbered from on, in order (chunks/), or chunks with a log
+ * (logs/, every one, in no order), until fn returns non-zero (returned). */
 int engine_chunk_list(struct engine *e, const char *name, int logs,
-		      engine_chunk_fn fn, void *arg);
+		      uint32_t from, engine_chunk_fn fn, void *arg);
 /* Size and done time of a done chunk's output; -ENOENT if not done. */
 int engine_chunk_stat(struct engine *e, const char *name, uint32_t n,
 		      uint64_t *size, int64_t *mtime_ms);

@@ -299,6 +299,7 @@ struct fill_ctx {
 	fuse_fill_dir_t filler;
 	unsigned width;
 	const char *ext;
+	int offsets;
 };
 
 static int fill_job(void *arg, const char *name)
@@ -308,32 +309,41 @@ static int fill_job(void *arg, const char *name)
 	return c->filler(c->buf, name, NULL, 0, 0) ? 1 : 0;
 }
 
-static int fill_chunk(void *arg, uint32_t n, uint64_t size)
+/* chunks/ is listed with offsets (libfuse then hands the kernel one
+ * buffer at a time instead of building the whole listing): "." is 1, ".."
+ * 2, chunk N is N + 2. logs/ is small and listed whole (offset 0). */
+static int fill_chunk(void *arg, uint32_t n)
 {
 	struct fill_ctx *c = arg;
 	char name[64];
 
-	(void)size;
 	snprintf(name, sizeof(name), "%0*" PRIu32 ".%s", c->width, n, c->ext);
-	return c->filler(c->buf, name, NULL, 0, 0) ? 1 : 0;
+	return c->filler(c->buf, name, NULL, c->offsets ? (off_t)n + 2 : 0,
+			 0) ? 1 : 0;
 }
 
 static int fs_readdir(const char *path, void *buf, fuse_fill_dir_t filler,
 		      off_t off, struct fuse_file_info *fi,
 		      enum fuse_readdir_flags flags)
 {
-	struct fill_ctx c = { buf, filler, 0, NULL };
+	struct fill_ctx c = { buf, filler, 0, NULL, 0 };
 	struct node nd;
 	int rc;
 
-	(void)off;
 	(void)fi;
 	(void)flags;
 	rc = parse_path(path, &nd);
 	if (rc)
 		return rc;
-	filler(buf, ".", NULL, 0, 0);
-	filler(buf, "..", NULL, 0, 0);
+	if (nd.kind == K_CHUNKS) {
+		if (off < 1 && filler(buf, ".", NULL, 1, 0))
+			return 0;
+		if (off < 2 && filler(buf, "..", NULL, 2, 0))
+			return 0;
+	} else {
+		filler(buf, ".", NULL, 0, 0);
+		filler(buf, "..", NULL, 0, 0);
+	}
 	switch (nd.kind) {
 	case K_ROOT:
 		rc = engine_job_list(E(), fill_job, &c);
@@ -361,11 +371,17 @@ static int fs_readdir(const char *path, void *buf, fuse_fill_dir_t filler,
 		}
 		return 0;
 	case K_CHUNKS:
+		c.width = nd.info.width;
+		c.ext = nd.info.ext;
+		c.offsets = 1;
+		rc = engine_chunk_list(E(), nd.job, 0, off > 2 ?
+				       (uint32_t)(off - 2) + 1 : 1,
+				       fill_chunk, &c);
+		return rc > 0 ? 0 : rc;
 	case K_LOGS:
 		c.width = nd.info.width;
-		c.ext = nd.kind == K_CHUNKS ? nd.info.ext : "log";
-		rc = engine_chunk_list(E(), nd.job, nd.kind == K_LOGS,
-				       fill_chunk, &c);
+		c.ext = "log";
+		rc = engine_chunk_list(E(), nd.job, 1, 0, fill_chunk, &c);
 		return rc > 0 ? 0 : rc;
 	default:
 		return -ENOTDIR;
