@@ -10,6 +10,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include <lmdb.h>
 
@@ -30,6 +32,7 @@ struct db {
 struct db_txn {
 	struct db *db;
 	MDB_txn *txn;
+	int write;
 };
 
 /* Set when a transaction of this thread ran out of map. */
@@ -213,6 +216,7 @@ int db_begin(struct db *db, int write, struct db_txn **out)
 	if (!t)
 		return -ENOMEM;
 	t->db = db;
+	t->write = write;
 	rc = mdb_txn_begin(db->env, NULL, write ? 0 : MDB_RDONLY, &t->txn);
 	if (rc == MDB_MAP_RESIZED) {
 		/* another process (the daemon, for jobfs-check) grew it */
@@ -426,6 +430,29 @@ int db_chunk_put(struct db_txn *t, uint64_t job, uint32_t n,
 	return 0;
 }
 
+/*
+ * Give back the pages of the map a walk went through: a walk over a
+ * million records touches every page of data.mdb, and each page read
+ * through the map counts in the daemon's resident size until the kernel
+ * reclaims it. The map is read-only and shared (never MDB_WRITEMAP), so
+ * this only drops our page table entries for [lo, hi]; the pages stay in
+ * the page cache, and a pointer into the map faults its page back in.
+ * (LMDB does not tell where its map is, but every record it hands out
+ * points into it.)
+ */
+#define DROP_EVERY 65536
+
+static void drop_map_pages(struct db *db, const char *lo, const char *hi)
+{
+	unsigned flags;
+	uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+	uintptr_t a = (uintptr_t)lo & ~(page - 1);
+
+	if (!lo || mdb_env_get_flags(db->env, &flags) || (flags & MDB_WRITEMAP))
+		return;
+	madvise((void *)a, (uintptr_t)hi - a + 1, MADV_DONTNEED);
+}
+
 int db_chunk_iter(struct db_txn *t, uint64_t job, uint32_t from,
 		  db_chunk_fn fn, void *arg)
 {
@@ -433,6 +460,8 @@ int db_chunk_iter(struct db_txn *t, uint64_t job, uint32_t from,
 	MDB_val k = { sizeof(key), key }, v;
 	MDB_cursor *c;
 	int rc, op = MDB_SET_RANGE;
+	uint32_t seen = 0;
+	const char *lo = NULL, *hi = NULL;
 
 	chunk_key(key, job, from);
 	rc = mdb_cursor_open(t->txn, t->db->chunks, &c);
@@ -459,8 +488,18 @@ int db_chunk_iter(struct db_txn *t, uint64_t job, uint32_t from,
 			v.mv_size - sizeof(r));
 		if (rc)
 			break;
+		if (!lo || (const char *)v.mv_data < lo)
+			lo = v.mv_data;
+		if ((const char *)v.mv_data + v.mv_size - 1 > hi)
+			hi = (const char *)v.mv_data + v.mv_size - 1;
+		if (++seen % DROP_EVERY == 0 && !(t->write)) {
+			drop_map_pages(t->db, lo, hi);
+			lo = hi = NULL;
+		}
 	}
 	mdb_cursor_close(c);
+	if (seen >= DROP_EVERY && !(t->write))
+		drop_map_pages(t->db, lo, hi);
 	return rc;
 }
 
