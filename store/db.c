@@ -7,6 +7,7 @@
  * big-endian so that cursors walk chunks in order.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -87,6 +88,19 @@ int db_open(const char *dir, int readonly, struct db **out,
 	rc = mdb_env_open(db->env, dir, flags, 0600);
 	if (rc)
 		goto fail_env;
+	if (!readonly) {
+		/* data.mdb may have just been created: its name must be
+		 * durable before a commit in it is acknowledged */
+		int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+
+		if (dfd < 0 || fsync(dfd) < 0) {
+			rc = errno;
+			if (dfd >= 0)
+				close(dfd);
+			goto fail_env;
+		}
+		close(dfd);
+	}
 	{
 		MDB_envinfo info;
 

@@ -29,17 +29,47 @@ static int open_subdir(int dirfd, const char *name, int *out)
 	return 0;
 }
 
+/* fsync the directory that holds path. */
+static int fsync_parent(const char *path)
+{
+	char *copy = strdup(path), *slash;
+	int fd, rc;
+
+	if (!copy)
+		return -ENOMEM;
+	while ((slash = strrchr(copy, '/')) && slash[1] == '\0' &&
+	       slash != copy)
+		*slash = '\0'; /* trailing slashes */
+	slash = strrchr(copy, '/');
+	if (!slash)
+		strcpy(copy, ".");
+	else if (slash == copy)
+		copy[1] = '\0';
+	else
+		*slash = '\0';
+	fd = open(copy, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	free(copy);
+	if (fd < 0)
+		return -errno;
+	rc = objstore_fsync_dir(fd);
+	close(fd);
+	return rc;
+}
+
 int objstore_open(const char *path, struct objstore *os, char *err,
 		  size_t errlen)
 {
 	struct stat st;
 	int rc;
 
+	int made;
+
 	memset(os, 0, sizeof(*os));
 	os->root = os->objects = os->inputs = os->events = os->logs = -1;
 	os->tmp = os->scratch = -1;
 
-	if (mkdir(path, 0700) < 0 && errno != EEXIST) {
+	made = mkdir(path, 0700) == 0;
+	if (!made && errno != EEXIST) {
 		rc = -errno;
 		snprintf(err, errlen, "cannot create store %s: %s", path,
 			 strerror(errno));
@@ -80,6 +110,19 @@ int objstore_open(const char *path, struct objstore *os, char *err,
 	     -errno : 0)) {
 		snprintf(err, errlen, "store %s: cannot create its "
 			 "directories: %s", path, strerror(-rc));
+		objstore_close(os);
+		return rc;
+	}
+	/* The names just made must outlive a power loss before anything
+	 * in them is acknowledged: the store in its parent, its
+	 * directories in it, and an objects/xx/ that a daemon which died
+	 * made without syncing objects/ (a publish syncs objects/ only when
+	 * its own mkdir made the subdirectory). */
+	if ((made && (rc = fsync_parent(path))) ||
+	    (rc = objstore_fsync_dir(os->objects)) ||
+	    (rc = objstore_fsync_dir(os->root))) {
+		snprintf(err, errlen, "store %s: cannot sync it: %s", path,
+			 strerror(-rc));
 		objstore_close(os);
 		return rc;
 	}
