@@ -36,6 +36,10 @@
 #include "fsops.h"
 #include "spec.h"
 
+/* Set by fs_init when the kernel invalidates cached pages on an mtime
+ * change; read by fs_open afterwards. */
+static int auto_inval;
+
 enum kind {
 	K_ROOT,
 	K_JOB,
@@ -558,9 +562,12 @@ static int fs_open(const char *path, struct fuse_file_info *fi)
 		return rc;
 	}
 	/* Everything but finished chunk outputs can change between opens:
-	 * bypass the page cache for it. */
+	 * bypass the page cache for it. A chunk file's bytes are fixed while
+	 * its done record is (a redone chunk gets a new mtime, and with
+	 * FUSE_CAP_AUTO_INVAL_DATA the kernel drops the cached pages when
+	 * it sees the mtime or size change): keep its cache across opens. */
 	fi->direct_io = nd.kind != K_CHUNK && nd.kind != K_ENCODED;
-	fi->keep_cache = 0;
+	fi->keep_cache = nd.kind == K_CHUNK && auto_inval;
 	fi->fh = (uintptr_t)h;
 	return 0;
 }
@@ -590,6 +597,45 @@ static int fs_read(const char *path, char *buf, size_t size, off_t off,
 		memcpy(buf, h->buf + off, size);
 		return (int)size;
 	}
+	return 0;
+}
+
+/*
+ * Reads of files backed by one descriptor (chunk files, logs, events,
+ * FLAC/Ogg outputs) hand libfuse the descriptor, so it can splice the
+ * bytes into /dev/fuse instead of copying them through a buffer here;
+ * everything else is read into memory by fs_read().
+ */
+static int fs_read_buf(const char *path, struct fuse_bufvec **bufp,
+		       size_t size, off_t off, struct fuse_file_info *fi)
+{
+	struct handle *h = (struct handle *)(uintptr_t)fi->fh;
+	struct fuse_bufvec *bv = malloc(sizeof(*bv));
+	int n;
+
+	if (!bv)
+		return -ENOMEM;
+	*bv = FUSE_BUFVEC_INIT(size);
+	if (!h->ov && h->fd >= 0 && !(h->kind == K_INPUT && h->writing)) {
+		bv->buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
+		bv->buf[0].fd = h->fd;
+		bv->buf[0].pos = off;
+		*bufp = bv;
+		return 0;
+	}
+	bv->buf[0].mem = malloc(size ? size : 1);
+	if (!bv->buf[0].mem) {
+		free(bv);
+		return -ENOMEM;
+	}
+	n = fs_read(path, bv->buf[0].mem, size, off, fi);
+	if (n < 0) {
+		free(bv->buf[0].mem);
+		free(bv);
+		return n;
+	}
+	bv->buf[0].size = (size_t)n;
+	*bufp = bv;
 	return 0;
 }
 
@@ -825,6 +871,15 @@ static void *fs_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
 	/* O_TRUNC arrives with open, so "cp x input" is one transaction. */
 	if (conn->capable & FUSE_CAP_ATOMIC_O_TRUNC)
 		conn->want |= FUSE_CAP_ATOMIC_O_TRUNC;
+	/* Chunk files keep their page cache only if the kernel drops it
+	 * when their mtime changes (fs_open). */
+	if (conn->capable & FUSE_CAP_AUTO_INVAL_DATA) {
+		conn->want |= FUSE_CAP_AUTO_INVAL_DATA;
+		auto_inval = 1;
+	}
+	/* Descriptor-backed reads are spliced (fs_read_buf). */
+	if (conn->capable & FUSE_CAP_SPLICE_WRITE)
+		conn->want |= FUSE_CAP_SPLICE_WRITE | FUSE_CAP_SPLICE_MOVE;
 	cfg->use_ino = 0;
 	cfg->nullpath_ok = 0;
 	cfg->hard_remove = 1;
@@ -854,6 +909,7 @@ const struct fuse_operations jobfs_ops = {
 	.open = fs_open,
 	.create = fs_create,
 	.read = fs_read,
+	.read_buf = fs_read_buf,
 	.write = fs_write,
 	.truncate = fs_truncate,
 	.flush = fs_flush,

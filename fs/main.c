@@ -33,6 +33,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -54,6 +55,7 @@ struct options {
 	unsigned max_chunks;
 	unsigned max_jobs;
 	unsigned long long map_size;
+	unsigned readahead_kb;
 	int help, version;
 };
 
@@ -70,6 +72,7 @@ static const struct fuse_opt option_spec[] = {
 	OPT("--max-chunks=%u", max_chunks),
 	OPT("--max-jobs=%u", max_jobs),
 	OPT("--map-size=%llu", map_size),
+	OPT("--readahead=%u", readahead_kb),
 	OPT("-h", help),
 	OPT("--help", help),
 	OPT("-V", version),
@@ -96,12 +99,64 @@ static void usage(const char *prog)
 "    --max-jobs=N         most jobs (default 10000)\n"
 "    --map-size=BYTES     initial LMDB map size (default 1 GiB; it\n"
 "                         doubles when three quarters full)\n"
+"    --readahead=KB       the mount's read-ahead, set when run as root\n"
+"                         (default 1024; 0 leaves the kernel's 128)\n"
 "    -f                   stay in the foreground\n"
 "    -d                   FUSE debug output (implies -f)\n"
 "    -s                   single-threaded FUSE loop\n"
 "    -o opt,[opt...]      FUSE mount options\n"
 "    -h, --help           this text\n"
 "    -V, --version        the version\n", prog);
+}
+
+/* ---- read-ahead ---- */
+
+/*
+ * The kernel gives a FUSE mount 128 KiB of read-ahead, and a FUSE INIT
+ * reply can only lower it; a first read of a large chunk file then goes
+ * in 128 KiB requests. Only its backing device's sysfs knob raises it,
+ * which needs root: best effort, from a thread, since the mount's device
+ * number is known only once the mount answers stat.
+ */
+static char *ra_mountpoint;
+static unsigned ra_kb;
+
+static void *readahead_main(void *arg)
+{
+	struct stat st;
+	char path[96], val[32];
+	int fd;
+
+	(void)arg;
+	if (stat(ra_mountpoint, &st) < 0)
+		return NULL;
+	snprintf(path, sizeof(path), "/sys/class/bdi/%u:%u/read_ahead_kb",
+		 major(st.st_dev), minor(st.st_dev));
+	fd = open(path, O_WRONLY | O_CLOEXEC);
+	if (fd < 0)
+		return NULL;
+	snprintf(val, sizeof(val), "%u\n", ra_kb);
+	if (write(fd, val, strlen(val)) < 0) {
+		/* not root, or not allowed here: the default stays */
+	}
+	close(fd);
+	return NULL;
+}
+
+static void set_readahead(const char *mp, unsigned kb)
+{
+	pthread_attr_t a;
+	pthread_t t;
+
+	if (kb == 0 || geteuid() != 0)
+		return;
+	ra_mountpoint = strdup(mp);
+	ra_kb = kb;
+	if (!ra_mountpoint || pthread_attr_init(&a))
+		return;
+	pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
+	pthread_create(&t, &a, readahead_main, NULL);
+	pthread_attr_destroy(&a);
 }
 
 /* ---- the parent's pipe: errors reach the terminal after the fork ---- */
@@ -383,6 +438,7 @@ int main(int argc, char *argv[])
 	o.max_input = 4ULL << 30;
 	o.max_chunks = 1000000;
 	o.max_jobs = 10000;
+	o.readahead_kb = 1024;
 	if (fuse_opt_parse(&args, &o, option_spec, NULL) < 0)
 		return 2;
 	if (o.help || o.version) {
@@ -500,6 +556,7 @@ int main(int argc, char *argv[])
 		fprintf(stderr, "jobfs: serving %s on %s (store %s)\n", "jobs",
 			mp, store);
 	report_ok();
+	set_readahead(mp, o.readahead_kb);
 
 	if (fo.singlethread) {
 		rc = fuse_loop(fuse);
