@@ -255,10 +255,36 @@ static void report_ok(void)
 
 /* ---- the store and the mountpoint ---- */
 
+/* mkdir dir, and when it made it, fsync the directory it is in, so that
+ * the name survives a power loss with what is later put inside. */
+static int mkdir_synced(char *dir, mode_t mode)
+{
+	char *slash = strrchr(dir, '/');
+	int fd, rc = 0;
+
+	if (mkdir(dir, mode) < 0)
+		return errno == EEXIST ? 0 : -errno;
+	if (slash == dir) {
+		fd = open("/", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	} else if (slash) {
+		*slash = '\0';
+		fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		*slash = '/';
+	} else {
+		fd = open(".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	}
+	if (fd < 0 || fsync(fd) < 0)
+		rc = -errno;
+	if (fd >= 0)
+		close(fd);
+	return rc;
+}
+
 static int mkdir_p(const char *path, mode_t mode)
 {
 	char buf[PATH_MAX];
 	size_t len = strlen(path);
+	int rc;
 
 	if (len >= sizeof(buf))
 		return -ENAMETOOLONG;
@@ -267,13 +293,12 @@ static int mkdir_p(const char *path, mode_t mode)
 		if (*p != '/')
 			continue;
 		*p = '\0';
-		if (mkdir(buf, 0700) < 0 && errno != EEXIST)
-			return -errno;
+		rc = mkdir_synced(buf, 0700);
+		if (rc)
+			return rc;
 		*p = '/';
 	}
-	if (mkdir(buf, mode) < 0 && errno != EEXIST)
-		return -errno;
-	return 0;
+	return mkdir_synced(buf, mode);
 }
 
 static char *default_store(void)

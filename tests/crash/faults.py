@@ -265,6 +265,28 @@ def main():
         print("faults: runs=0 injected=0 daemon_crashes=0 check_failures=0 "
               "mismatches=0 violations=1")
         return 1
+    # A long run must not see a rebuild: run copies of the binaries.
+    snap = tempfile.mkdtemp(prefix="jobfs-fault-bin-", dir="/tmp")
+    fiubuild = os.path.join(snap, "fiu")
+    os.mkdir(fiubuild)
+    shutil.copy2(os.path.join(os.path.abspath(a.build), "jobfs"), fiubuild)
+    chk = os.environ.get("JOBFS_CHECK") or os.path.join(
+        TOP, "build", "tools", "jobfs-check")
+    for var, path in (("JOBFS", h.JOBFS), ("TESTWORKER", h.TESTWORKER),
+                      ("CHECK", chk)):
+        copy = os.path.join(snap, var.lower())
+        shutil.copy2(path, copy)
+        if var == "CHECK":
+            os.environ["JOBFS_CHECK"] = copy
+        else:
+            setattr(h, var, copy)
+    try:
+        return run_all(a, fiubuild)
+    finally:
+        shutil.rmtree(snap, ignore_errors=True)
+
+
+def run_all(a, fiubuild):
     rng = random.Random(a.seed)
     if a.only:
         keep = a.only.split(",")
@@ -280,7 +302,7 @@ def main():
     stats = {"injected": 0, "daemon_crashes": 0, "check_failures": 0,
              "mismatches": 0}
     for _ in range(a.runs):
-        one_run(os.path.abspath(a.build), rng, want, stats, a.v)
+        one_run(fiubuild, rng, want, stats, a.v)
     viol = stats["daemon_crashes"] + stats["check_failures"] + \
         stats["mismatches"]
     print("faults: runs=%d injected=%d daemon_crashes=%d check_failures=%d "
