@@ -1455,13 +1455,19 @@ static int publish_audio(struct engine *e, struct attempt *a, int *created)
 }
 
 /* Step 3 of the protocol for a batch: one LMDB transaction marks every
- * published chunk done and counts its object. Called with e->lock. */
-static int commit_records(struct engine *e, struct attempt **batch, size_t n)
+ * published chunk done and counts its object. It reads and writes only
+ * the records of the batch's chunks, which nothing else changes while
+ * they are committing (a chunk in CS_COMMIT keeps its job busy), and the
+ * reference counts, which LMDB's one writer at a time keeps right: so it
+ * runs without e->lock unless grow is set (then with it, since resizing
+ * the map needs every reader out of the way). */
+static int commit_records(struct engine *e, struct attempt **batch, size_t n,
+			  int grow)
 {
 	struct db_txn *t = NULL;
 	int rc;
 
-	rc = db_begin(e->db, 1, &t);
+	rc = grow ? db_begin(e->db, 1, &t) : db_begin_nogrow(e->db, &t);
 	for (size_t i = 0; !rc && i < n; i++) {
 		struct attempt *a = batch[i];
 		struct chunk_rec r;
@@ -1550,16 +1556,27 @@ static void commit_batch(struct engine *e, struct attempt **batch, size_t n,
 			 "cannot store output: %s", strerror(-rc));
 	}
 
-	pthread_mutex_lock(&e->lock);
-	/* Step 3: one transaction for the whole batch (made again if the
-	 * map had to grow). */
-	for (int tries = 0;; tries++) {
-		db_map_was_full();
-		rc = commit_records(e, batch, n);
-		if (rc != -ENOSPC || !db_map_was_full() || tries >= 16 ||
-		    db_grow(e->db))
-			break;
+	/* The scratch directories are not needed any more (the outputs
+	 * were moved out, the workers are reaped): remove them here rather
+	 * than with the lock held. */
+	for (size_t i = 0; i < n; i++) {
+		struct attempt *a = batch[i];
+
+		if (a->scratch[0]) {
+			objstore_rmtree(e->os.scratch, a->scratch);
+			a->scratch[0] = '\0';
+		}
 	}
+
+	/* Step 3: one transaction for the whole batch, without the lock; if
+	 * the map is full, made again with the lock held, after the map
+	 * grows. */
+	db_map_was_full();
+	rc = commit_records(e, batch, n, 0);
+	pthread_mutex_lock(&e->lock);
+	for (int tries = 0; rc == -ENOSPC && db_map_was_full() &&
+	     tries < 16 && !db_grow(e->db); tries++)
+		rc = commit_records(e, batch, n, 1);
 
 	/* Step 4: visible. */
 	for (size_t i = 0; i < n; i++) {

@@ -7,6 +7,7 @@
  * big-endian so that cursors walk chunks in order.
  */
 #include <errno.h>
+#include <pthread.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,6 +29,10 @@ struct db {
 	MDB_env *env;
 	MDB_dbi meta, jobs, chunks, objects;
 	uint64_t mapsize;
+	/* Held for the life of every write transaction, and while the map
+	 * is resized: a resize never races a writer, whichever thread it
+	 * runs in (see db_begin_nogrow). */
+	pthread_mutex_t wlock;
 };
 
 struct db_txn {
@@ -78,6 +83,7 @@ int db_open(const char *dir, int readonly, struct db **out,
 	db = calloc(1, sizeof(*db));
 	if (!db)
 		return -ENOMEM;
+	pthread_mutex_init(&db->wlock, NULL);
 	rc = mdb_env_create(&db->env);
 	if (rc)
 		goto fail_free;
@@ -166,6 +172,7 @@ void db_close(struct db *db)
 	if (!db)
 		return;
 	mdb_env_close(db->env);
+	pthread_mutex_destroy(&db->wlock);
 	free(db);
 }
 
@@ -185,12 +192,7 @@ int db_map_was_full(void)
 	return seen;
 }
 
-int db_grow(struct db *db)
-{
-	return db_set_mapsize(db, db->mapsize * 2);
-}
-
-int db_set_mapsize(struct db *db, uint64_t bytes)
+static int set_mapsize(struct db *db, uint64_t bytes)
 {
 	int rc = mdb_env_set_mapsize(db->env, (size_t)bytes);
 
@@ -199,11 +201,32 @@ int db_set_mapsize(struct db *db, uint64_t bytes)
 	return db_err(rc);
 }
 
+int db_grow(struct db *db)
+{
+	int rc;
+
+	pthread_mutex_lock(&db->wlock);
+	rc = set_mapsize(db, db->mapsize * 2);
+	pthread_mutex_unlock(&db->wlock);
+	return rc;
+}
+
+int db_set_mapsize(struct db *db, uint64_t bytes)
+{
+	int rc;
+
+	pthread_mutex_lock(&db->wlock);
+	rc = set_mapsize(db, bytes);
+	pthread_mutex_unlock(&db->wlock);
+	return rc;
+}
+
 /*
- * Before a write transaction: when the map is more than three quarters
- * used, double it. LMDB allows this only while the process has no
- * transaction open; the engine opens every transaction under its lock,
- * and so is every call here.
+ * Before a write transaction (db->wlock held): when the map is more than
+ * three quarters used, double it. LMDB allows this only while the process
+ * has no other transaction open: the caller of db_begin() excludes
+ * readers (the engine opens read transactions under its lock, and calls
+ * db_begin() for writing with it held), and wlock excludes a writer.
  */
 static void db_maybe_grow(struct db *db)
 {
@@ -215,20 +238,23 @@ static void db_maybe_grow(struct db *db)
 	if ((uint64_t)(info.me_last_pgno + 1) * st.ms_psize * 4 <
 	    (uint64_t)info.me_mapsize * 3)
 		return;
-	db_set_mapsize(db, (uint64_t)info.me_mapsize * 2);
+	set_mapsize(db, (uint64_t)info.me_mapsize * 2);
 }
 
-int db_begin(struct db *db, int write, struct db_txn **out)
+static int begin(struct db *db, int write, int grow, struct db_txn **out)
 {
 	struct db_txn *t;
 	int rc;
 
 	*out = NULL; /* so that db_abort(*out) is always safe */
-	if (write)
-		db_maybe_grow(db);
 	t = malloc(sizeof(*t));
 	if (!t)
 		return -ENOMEM;
+	if (write) {
+		pthread_mutex_lock(&db->wlock);
+		if (grow)
+			db_maybe_grow(db);
+	}
 	t->db = db;
 	t->write = write;
 	rc = mdb_txn_begin(db->env, NULL, write ? 0 : MDB_RDONLY, &t->txn);
@@ -239,6 +265,8 @@ int db_begin(struct db *db, int write, struct db_txn **out)
 				   &t->txn);
 	}
 	if (rc) {
+		if (write)
+			pthread_mutex_unlock(&db->wlock);
 		free(t);
 		return db_err(rc);
 	}
@@ -246,10 +274,22 @@ int db_begin(struct db *db, int write, struct db_txn **out)
 	return 0;
 }
 
+int db_begin(struct db *db, int write, struct db_txn **out)
+{
+	return begin(db, write, 1, out);
+}
+
+int db_begin_nogrow(struct db *db, struct db_txn **out)
+{
+	return begin(db, 1, 0, out);
+}
+
 int db_commit(struct db_txn *t)
 {
 	int rc = mdb_txn_commit(t->txn);
 
+	if (t->write)
+		pthread_mutex_unlock(&t->db->wlock);
 	free(t);
 	return db_err(rc);
 }
@@ -259,6 +299,8 @@ void db_abort(struct db_txn *t)
 	if (!t)
 		return;
 	mdb_txn_abort(t->txn);
+	if (t->write)
+		pthread_mutex_unlock(&t->db->wlock);
 	free(t);
 }
 

@@ -128,6 +128,11 @@ int db_map_was_full(void);
 int db_grow(struct db *db);
 
 int db_begin(struct db *db, int write, struct db_txn **out);
+/* A write transaction that never resizes the map, so it may run while
+ * other threads have read transactions open; db_begin() may resize, and
+ * its caller must make sure no other transaction is open. Write
+ * transactions of either kind run one at a time. */
+int db_begin_nogrow(struct db *db, struct db_txn **out);
 int db_commit(struct db_txn *t);   /* frees t even on failure */
 void db_abort(struct db_txn *t);   /* frees t; NULL is fine */
 
