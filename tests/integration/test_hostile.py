@@ -82,6 +82,16 @@ class Probe:
         return float(worst)
 
 
+def sanitized(pid):
+    """Is the daemon an AddressSanitizer build (its shadow memory and
+    quarantine make RSS meaningless)?"""
+    try:
+        with open("/proc/%d/maps" % pid) as f:
+            return "libasan" in f.read()
+    except OSError:
+        return False
+
+
 def vm_hwm_mib(pid):
     with open("/proc/%d/status" % pid) as f:
         for line in f:
@@ -131,6 +141,12 @@ class Hostile(h.JobfsTestCase):
         hwm = vm_hwm_mib(self.d.lock_pid())
         print("%s: slowest ls+status %.3f s, daemon VmHWM %.1f MiB" %
               (what, worst, hwm), file=sys.stderr)
+        if sanitized(self.d.lock_pid()):
+            # its shadow memory, quarantine and 2-3x slower code make
+            # both figures meaningless: the rest of the test still holds
+            print("%s: AddressSanitizer build, time and RSS not judged" %
+                  what, file=sys.stderr)
+            return
         self.assertLess(worst, PROBE_LIMIT, "%s: the mount answered in "
                         "%.3f s" % (what, worst))
         self.assertLess(hwm, RSS_LIMIT_MIB, "%s: daemon grew to %.1f MiB" %
