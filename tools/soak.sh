@@ -56,7 +56,7 @@ run supervise python3 tests/crash/supervise.py $([ $scale = 1 ] || echo --small)
 [ -f build-asan/build.ninja ] || meson setup build-asan \
 	-Db_sanitize=address,undefined -Db_lundef=false >/dev/null
 ninja -C build-asan >/dev/null || exit 2
-run asan env ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+run asan env ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 JOBFS_TEST_DEADLINE=900 \
 	UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
 	meson test -C build-asan --suite unit --suite integration \
 	--print-errorlogs
