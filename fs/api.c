@@ -524,6 +524,9 @@ int engine_control(struct engine *e, const char *name, const char *buf,
 			}
 			j->nqueued = 0;
 			job_event(j, 0, verb, NULL);
+			/* nothing left to run (all done): done at once,
+			 * not a job in mode run that never ends */
+			job_check_finished(e, j);
 		}
 		free(list);
 	} else if (cmd.verb == CTL_PAUSE) {

@@ -1297,7 +1297,6 @@ stdout_file:
 	return 0;
 }
 
-static void job_check_finished(struct engine *e, struct job *j);
 
 /* The worker's main process has exited and been reaped. */
 static void attempt_ended(struct engine *e, struct attempt *a)
@@ -1390,7 +1389,7 @@ gone:
  * ended its run: RUN returns to IDLE (the state reads done or failed),
  * SELECTED to the mode it interrupted.
  */
-static void job_check_finished(struct engine *e, struct job *j)
+void job_check_finished(struct engine *e, struct job *j)
 {
 	struct db_txn *t = NULL;
 	uint32_t mode;

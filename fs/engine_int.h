@@ -194,6 +194,10 @@ void job_event(struct job *j, uint32_t n, const char *event,
 void job_event_plan(struct job *j, uint32_t chunks, uint32_t reused,
 		    uint32_t fresh, uint32_t changed);
 void job_clear_waits(struct job *j);
+/* A job in mode run (or running selected chunks) with nothing left to
+ * run, running or committing goes idle (or back to its mode before the
+ * selection), with a run-done or run-failed event. */
+void job_check_finished(struct engine *e, struct job *j);
 void engine_wake(struct engine *e);
 void engine_mark_dead(struct engine *e, const uint8_t sha[SHA_LEN]);
 int job_put_rec(struct engine *e, struct db_txn *t, struct job *j);

@@ -350,6 +350,21 @@ class Verbs(h.JobfsTestCase):
         self.assertEqual(h.read_text(d.path(job, "output.out")),
                          h.paragraphs(3).upper())
 
+    def test_resume_of_done_job_is_done_at_once(self):
+        d = self.d
+        job = self.ready_job(n=3)
+        d.run_job(job)
+        before = len(d.events(job))
+        d.do(job, "resume")
+        sj = d.sj(job)
+        self.assertEqual((sj["state"], sj["mode"]), ("done", "idle"))
+        names = [e["event"] for e in self.new_events(job, before)]
+        self.assertEqual(names, ["resume", "run-done"])
+        # a mount that does not resume shows it done, not stopped
+        d.stop(keep_dirs=True)
+        d2 = self.new_daemon(store=d.store, mnt=d.mnt, args=["--no-resume"])
+        self.assertEqual(d2.sj(job)["state"], "done")
+
     # -- verify -----------------------------------------------------------
 
     def obj_path(self, sha):
