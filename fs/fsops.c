@@ -600,45 +600,6 @@ static int fs_read(const char *path, char *buf, size_t size, off_t off,
 	return 0;
 }
 
-/*
- * Reads of files backed by one descriptor (chunk files, logs, events,
- * FLAC/Ogg outputs) hand libfuse the descriptor, so it can splice the
- * bytes into /dev/fuse instead of copying them through a buffer here;
- * everything else is read into memory by fs_read().
- */
-static int fs_read_buf(const char *path, struct fuse_bufvec **bufp,
-		       size_t size, off_t off, struct fuse_file_info *fi)
-{
-	struct handle *h = (struct handle *)(uintptr_t)fi->fh;
-	struct fuse_bufvec *bv = malloc(sizeof(*bv));
-	int n;
-
-	if (!bv)
-		return -ENOMEM;
-	*bv = FUSE_BUFVEC_INIT(size);
-	if (!h->ov && h->fd >= 0 && !(h->kind == K_INPUT && h->writing)) {
-		bv->buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
-		bv->buf[0].fd = h->fd;
-		bv->buf[0].pos = off;
-		*bufp = bv;
-		return 0;
-	}
-	bv->buf[0].mem = malloc(size ? size : 1);
-	if (!bv->buf[0].mem) {
-		free(bv);
-		return -ENOMEM;
-	}
-	n = fs_read(path, bv->buf[0].mem, size, off, fi);
-	if (n < 0) {
-		free(bv->buf[0].mem);
-		free(bv);
-		return n;
-	}
-	bv->buf[0].size = (size_t)n;
-	*bufp = bv;
-	return 0;
-}
-
 static int buf_reserve(struct handle *h, size_t need)
 {
 	if (need <= h->cap)
@@ -877,9 +838,11 @@ static void *fs_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
 		conn->want |= FUSE_CAP_AUTO_INVAL_DATA;
 		auto_inval = 1;
 	}
-	/* Descriptor-backed reads are spliced (fs_read_buf). */
-	if (conn->capable & FUSE_CAP_SPLICE_WRITE)
-		conn->want |= FUSE_CAP_SPLICE_WRITE | FUSE_CAP_SPLICE_MOVE;
+	/* No splice: measured, it did not make first reads faster here
+	 * (docs/performance.md), and libfuse keeps a pipe per thread for it.
+	 * libfuse asks for it by default where the kernel offers it. */
+	conn->want &= ~(FUSE_CAP_SPLICE_WRITE | FUSE_CAP_SPLICE_MOVE |
+			FUSE_CAP_SPLICE_READ);
 	cfg->use_ino = 0;
 	cfg->nullpath_ok = 0;
 	cfg->hard_remove = 1;
@@ -909,7 +872,6 @@ const struct fuse_operations jobfs_ops = {
 	.open = fs_open,
 	.create = fs_create,
 	.read = fs_read,
-	.read_buf = fs_read_buf,
 	.write = fs_write,
 	.truncate = fs_truncate,
 	.flush = fs_flush,
