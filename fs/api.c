@@ -476,6 +476,12 @@ int engine_control(struct engine *e, const char *name, const char *buf,
 		UNLOCK(e);
 		return -ENOENT;
 	}
+	if (j->planning) {
+		job_reject(j, "control refused: a new plan of the job is being "
+			   "saved; write again in a moment");
+		rc = -EBUSY;
+		goto out;
+	}
 	rc = control_parse(buf, len, j->nchunks, &cmd, err, sizeof(err));
 	if (rc == -EINVAL)
 		job_reject(j, "%s", err);
@@ -917,6 +923,13 @@ int engine_spec_set(struct engine *e, const char *name, const char *text,
 		return rc == -E2BIG ? -EFBIG : -EINVAL;
 	}
 again:
+	if (j->planning) {
+		spec_release(&s);
+		job_reject(j, "spec refused: a new plan of the job is being "
+			   "saved; write again in a moment");
+		UNLOCK(e);
+		return -EBUSY;
+	}
 	if (job_busy(j) || j->verifying) {
 		spec_release(&s);
 		job_reject(j, "spec refused: the job is running; write pause "
@@ -1109,6 +1122,12 @@ int engine_input_commit(struct engine *e, struct input_tx *tx)
 		if (j->rec.has_input && !memcmp(sha, j->rec.input_sha,
 						SHA_LEN)) {
 			rc = 0; /* the same bytes again: nothing changes */
+			goto out;
+		}
+		if (j->planning) {
+			job_reject(j, "input refused: a new plan of the job is "
+				   "being saved; write again in a moment");
+			rc = -EBUSY;
 			goto out;
 		}
 		if (job_busy(j) || j->verifying) {
@@ -1378,6 +1397,10 @@ int engine_chunk_remove(struct engine *e, const char *name, uint32_t n)
 	    (j->cs[n - 1] & CS_MASK) != CS_DONE) {
 		UNLOCK(e);
 		return -ENOENT;
+	}
+	if (j->planning) {
+		UNLOCK(e);
+		return -EBUSY; /* its record is being replaced */
 	}
 	rc = requeue(e, j, &n, 1, 1);
 	UNLOCK(e);

@@ -134,8 +134,10 @@ static void encode_job(struct engine *e, struct job *j)
 		job_event(j, 0, "encode-failed", "%s", j->last_error);
 		return;
 	}
-	/* the chunks may have changed while we encoded */
-	if (job_enc_key(e, j, key2, NULL) || memcmp(key, key2, SHA_LEN)) {
+	/* the chunks may have changed while we encoded, or be changing
+	 * (a plan being saved writes the job's record) */
+	if (j->planning || job_enc_key(e, j, key2, NULL) ||
+	    memcmp(key, key2, SHA_LEN)) {
 		engine_mark_dead(e, sha);
 		return;
 	}

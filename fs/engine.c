@@ -161,7 +161,7 @@ static uint32_t job_pending(const struct job *j)
  * refused: something runs, or will start without another verb. */
 int job_busy(const struct job *j)
 {
-	if (job_active(j))
+	if (job_active(j) || j->planning)
 		return 1;
 	if (j->rec.mode == JOB_MODE_RUN)
 		return job_pending(j) + j->nwait > 0;

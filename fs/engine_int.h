@@ -113,6 +113,9 @@ struct job {
 
 	int busy_writers;            /* open input write handles */
 	int verifying;               /* a verify runs without the lock */
+	int planning;                /* a new plan is being written to LMDB
+				      * without the lock: the job, its spec,
+				      * records and files stay as they are */
 	uint64_t version;            /* bumped on every visible change */
 
 	/* this run, for rate and ETA */

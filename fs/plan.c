@@ -411,7 +411,8 @@ static int plan_job_once(struct engine *e, struct job *j,
 			 const char *new_spec, size_t new_spec_len,
 			 const struct spec *new_parsed,
 			 const struct plan_cut *pc, uint64_t input_len,
-			 const uint8_t input_sha[SHA_LEN], int has_input)
+			 const uint8_t input_sha[SHA_LEN], int has_input,
+			 int unlocked)
 {
 	const struct spec *sp = new_parsed ? new_parsed :
 		(j->has_spec ? &j->spec : NULL);
@@ -421,7 +422,7 @@ static int plan_job_once(struct engine *e, struct job *j,
 	struct db_txn *t = NULL;
 	struct job_rec rec = j->rec;
 	char *spec_copy = NULL;
-	int rc;
+	int rc, dropped = 0;
 
 	if (!input_sha && j->rec.has_input && has_input) {
 		/* no new input (a spec change): the one in force */
@@ -443,7 +444,15 @@ static int plan_job_once(struct engine *e, struct job *j,
 			goto out;
 	}
 
-	rc = db_begin(e->db, 1, &t);
+	/* The transaction, as large as the plan, without the engine lock
+	 * when unlocked is set: j->planning keeps everything that could
+	 * change j away meanwhile (plan_job), and a write transaction that
+	 * may not resize the map can run beside readers. */
+	if (unlocked) {
+		pthread_mutex_unlock(&e->lock);
+		dropped = 1;
+	}
+	rc = dropped ? db_begin_nogrow(e->db, &t) : db_begin(e->db, 1, &t);
 	if (rc)
 		goto out;
 	{
@@ -489,6 +498,10 @@ static int plan_job_once(struct engine *e, struct job *j,
 		goto out;
 	rc = db_commit(t);
 	t = NULL;
+	if (dropped) {
+		pthread_mutex_lock(&e->lock);
+		dropped = 0;
+	}
 	if (rc)
 		goto out;
 
@@ -527,6 +540,8 @@ static int plan_job_once(struct engine *e, struct job *j,
 	rc = 0;
 out:
 	db_abort(t);
+	if (dropped)
+		pthread_mutex_lock(&e->lock);
 	free(cut.cs);
 	free(spec_copy);
 	old_map_free(&map);
@@ -541,14 +556,20 @@ int plan_job(struct engine *e, struct job *j, const char *new_spec,
 {
 	int rc;
 
-	/* A plan is one transaction, as large as the job: when it does not
-	 * fit the map, the map grows and the plan is made again. */
+	/* A plan is one transaction, as large as the job, written without
+	 * the engine lock; when it does not fit the map, the map grows and
+	 * the plan is made again, with the lock held (a resize needs every
+	 * reader out of the way). */
+	j->planning = 1;
 	for (int tries = 0;; tries++) {
 		db_map_was_full();
 		rc = plan_job_once(e, j, new_spec, new_spec_len, new_parsed,
-				   cut, input_len, input_sha, has_input);
+				   cut, input_len, input_sha, has_input,
+				   tries == 0);
 		if (rc != -ENOSPC || !db_map_was_full() || tries >= 16 ||
 		    db_grow(e->db))
-			return rc;
+			break;
 	}
+	j->planning = 0;
+	return rc;
 }
