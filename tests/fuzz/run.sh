@@ -4,7 +4,7 @@
 #   tests/fuzz/run.sh [SECONDS] [TARGET...]
 #
 # Sets up (once) a clang build in build-fuzz/ with libFuzzer, ASan and
-# UBSan, builds the targets, and runs every TARGET (default: all five) for
+# UBSan, builds the targets, and runs every TARGET (default: all six) for
 # SECONDS (default 3600) at the same time, so the whole run takes SECONDS
 # whatever the number of targets; they share the machine's cores. A target
 # that stops on a crash is started again until its time is up, so one bug
