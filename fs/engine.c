@@ -830,6 +830,7 @@ static int attempt_start(struct engine *e, struct job *j, uint32_t n)
 	char **env = NULL;
 	char *shargv[4];
 	int inp[2] = { -1, -1 }, errp[2] = { -1, -1 };
+	struct exec_request req = { 0 };
 	int rc;
 
 	rc = db_begin(e->db, 0, &t);
@@ -858,33 +859,6 @@ static int attempt_start(struct engine *e, struct job *j, uint32_t n)
 	snprintf(a->scratch, sizeof(a->scratch), "%" PRIu64 "-%" PRIu32
 		 "-%" PRIu32 "-%lx", j->id, n, a->number,
 		 (unsigned long)(mono_now() * 1e6));
-	if (mkdirat(e->os.scratch, a->scratch, 0700) < 0) {
-		rc = -errno;
-		a->scratch[0] = '\0';
-		goto fail;
-	}
-	rc = objstore_tmp_create(&e->os, "out", a->out_name,
-				 sizeof(a->out_name), &a->out_fd);
-	if (rc) {
-		a->out_name[0] = '\0';
-		goto fail;
-	}
-	crashpoint("tmp-created");
-	/* the previous attempt's log goes; this one's comes with its
-	 * first stderr byte */
-	a->logs_dir = e->os.logs;
-	{
-		char ln[64];
-
-		snprintf(ln, sizeof(ln), "%" PRIu64 "/%" PRIu32 ".log", j->id,
-			 n);
-		unlinkat(e->os.logs, ln, 0);
-	}
-	if (pipe2(inp, O_CLOEXEC) < 0 || pipe2(errp, O_CLOEXEC) < 0) {
-		rc = -errno;
-		goto fail;
-	}
-
 	snprintf(cwd, sizeof(cwd), "%s/scratch/%s", e->os.path, a->scratch);
 	snprintf(outpath, sizeof(outpath), "JOBFS_OUTPUT=%s/output.%s", cwd,
 		 j->spec.ext);
@@ -919,35 +893,74 @@ static int attempt_start(struct engine *e, struct job *j, uint32_t n)
 		rc = -ENOMEM;
 		goto fail;
 	}
+	a->logs_dir = e->os.logs;
+	req.envp = env;
+	req.cwd = cwd;
+	req.max_output = j->spec.max_output;
+	req.max_procs = j->spec.max_procs;
+	if (j->spec.shell) {
+		shargv[0] = "/bin/sh";
+		shargv[1] = "-c";
+		shargv[2] = j->spec.shell;
+		shargv[3] = NULL;
+		req.argv = shargv;
+	} else {
+		req.argv = j->spec.argv;
+	}
 
-	{
-		struct exec_request req = {
-			.envp = env,
-			.cwd = cwd,
-			.stdin_fd = inp[0],
-			.stdout_fd = a->out_fd,
-			.stderr_fd = errp[1],
-			.max_output = j->spec.max_output,
-			.max_procs = j->spec.max_procs,
-		};
+	/*
+	 * The chunk is this attempt's from here: the job is busy (no new
+	 * plan, spec, reset or rmdir; the spec and names used below stay),
+	 * and the slot is taken. The files, pipes and the process are made
+	 * without the engine lock: they are the slow part of a start (a
+	 * directory and a file to allocate, a pids cgroup to make and
+	 * enter, an exec to wait for), and nobody else can see the attempt
+	 * until it is linked.
+	 */
+	job_set_cs(j, n, CS_RUNNING);
+	e->nrunning++;
+	pthread_mutex_unlock(&e->lock);
+	if (mkdirat(e->os.scratch, a->scratch, 0700) < 0) {
+		rc = -errno;
+		a->scratch[0] = '\0';
+	}
+	if (!rc) {
+		rc = objstore_tmp_create(&e->os, "out", a->out_name,
+					 sizeof(a->out_name), &a->out_fd);
+		if (rc)
+			a->out_name[0] = '\0';
+	}
+	if (!rc) {
+		char ln[64];
 
-		if (j->spec.shell) {
-			shargv[0] = "/bin/sh";
-			shargv[1] = "-c";
-			shargv[2] = j->spec.shell;
-			shargv[3] = NULL;
-			req.argv = shargv;
-		} else {
-			req.argv = j->spec.argv;
-		}
+		crashpoint("tmp-created");
+		/* the previous attempt's log goes; this one's comes with
+		 * its first stderr byte */
+		snprintf(ln, sizeof(ln), "%" PRIu64 "/%" PRIu32 ".log", j->id,
+			 n);
+		unlinkat(e->os.logs, ln, 0);
+		if (pipe2(inp, O_CLOEXEC) < 0 || pipe2(errp, O_CLOEXEC) < 0)
+			rc = -errno;
+	}
+	if (!rc) {
+		req.stdin_fd = inp[0];
+		req.stdout_fd = a->out_fd;
+		req.stderr_fd = errp[1];
 		rc = exec_start(e->ex, &req, &a->ex);
 	}
+	pthread_mutex_lock(&e->lock);
 	exec_env_free(env);
-	close(inp[0]);
-	close(errp[1]);
+	env = NULL;
+	if (inp[0] >= 0)
+		close(inp[0]);
+	if (errp[1] >= 0)
+		close(errp[1]);
 	inp[0] = errp[1] = -1;
-	if (rc)
+	if (rc) {
+		e->nrunning--;
+		job_set_cs(j, n, CS_PENDING);
 		goto fail;
+	}
 	a->in_fd = inp[1];
 	a->err_fd = errp[0];
 	fcntl(a->in_fd, F_SETFL, O_NONBLOCK);
@@ -963,9 +976,12 @@ static int attempt_start(struct engine *e, struct job *j, uint32_t n)
 		a->started_mono + j->spec.timeout : 0;
 	a->next = e->attempts;
 	e->attempts = a;
-	e->nrunning++;
-	job_set_cs(j, n, CS_RUNNING);
 	attempt_event(j, a, "started", NULL, -1);
+	if (j->rec.mode == JOB_MODE_STOP || e->stopping) {
+		/* cancelled (or the daemon told to stop) while it started */
+		a->kill = e->stopping ? KILL_SHUTDOWN : KILL_CANCEL;
+		exec_kill(e->ex, a->ex);
+	}
 	return 0;
 
 fail:
@@ -975,6 +991,7 @@ fail:
 		if (errp[i] >= 0)
 			close(errp[i]);
 	}
+	exec_env_free(env);
 	attempt_free(e, a);
 	return rc;
 }

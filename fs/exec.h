@@ -9,7 +9,9 @@
  *                  -> exec_free()
  *
  * exec_kill() may be called at any point between start and free and is
- * idempotent. Every function is called from the engine thread only.
+ * idempotent. exec_start, exec_fd, exec_kill and exec_reap are called from
+ * the engine (scheduler) thread only; exec_free of a reaped attempt may be
+ * called from another thread, while an attempt starts.
  *
  * The local executor runs each attempt as a fresh process group (the
  * attempt's "tree"): it is killed as a whole on exec_kill(), and whatever

@@ -75,7 +75,9 @@ struct local_executor {
 	int wd_fd;            /* write end of the watchdog pipe, -1 after close */
 	pid_t wd_pid;
 	int closed;
-	unsigned nattempts;   /* attempts not yet freed */
+	unsigned nattempts;   /* attempts not yet freed; atomic: an attempt
+			       * may be freed by another thread (the
+			       * engine's commit thread) while one starts */
 	struct exec_attempt *running; /* list of attempts not yet reaped */
 	int cg_base;          /* pids cgroup directory we may make children
 			       * in, or -1 (then RLIMIT_NPROC) */
@@ -1001,7 +1003,7 @@ static int local_start(struct executor *base, const struct exec_request *req,
 	a->errfd = ep[0];
 	fcntl(a->errfd, F_SETFL, O_NONBLOCK);
 	running_link(ex, a);
-	ex->nattempts++;
+	__atomic_add_fetch(&ex->nattempts, 1, __ATOMIC_RELAXED);
 	*out = a;
 	return 0;
 
@@ -1107,7 +1109,8 @@ static int local_reap(struct exec_attempt *a, struct exec_result *out)
 /* Release an executor that is closed and has no attempts left. */
 static void executor_maybe_free(struct local_executor *ex)
 {
-	if (ex != NULL && ex->closed && ex->nattempts == 0) {
+	if (ex != NULL && ex->closed &&
+	    __atomic_load_n(&ex->nattempts, __ATOMIC_ACQUIRE) == 0) {
 		if (ex->cg_base >= 0) {
 			cg_retry_left(ex);
 			close(ex->cg_base);
@@ -1132,8 +1135,10 @@ static void local_free(struct exec_attempt *a)
 	struct local_executor *ex = a->ex;
 	assert(a->reaped);
 	if (ex != NULL) {
-		assert(ex->nattempts > 0);
-		ex->nattempts--;
+		unsigned left = __atomic_sub_fetch(&ex->nattempts, 1,
+						   __ATOMIC_ACQ_REL);
+		assert(left != (unsigned)-1);
+		(void)left;
 		executor_maybe_free(ex);
 	}
 	free(a);
