@@ -40,6 +40,7 @@
 #include "engine.h"
 #include "exec.h"
 #include "fsops.h"
+#include "objects.h"
 #include "sha.h"
 
 #ifndef JOBFS_VERSION
@@ -257,27 +258,11 @@ static void report_ok(void)
 
 /* mkdir dir, and when it made it, fsync the directory it is in, so that
  * the name survives a power loss with what is later put inside. */
-static int mkdir_synced(char *dir, mode_t mode)
+static int mkdir_synced(const char *dir, mode_t mode)
 {
-	char *slash = strrchr(dir, '/');
-	int fd, rc = 0;
-
 	if (mkdir(dir, mode) < 0)
 		return errno == EEXIST ? 0 : -errno;
-	if (slash == dir) {
-		fd = open("/", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	} else if (slash) {
-		*slash = '\0';
-		fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-		*slash = '/';
-	} else {
-		fd = open(".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	}
-	if (fd < 0 || fsync(fd) < 0)
-		rc = -errno;
-	if (fd >= 0)
-		close(fd);
-	return rc;
+	return objstore_fsync_parent(dir);
 }
 
 static int mkdir_p(const char *path, mode_t mode)

@@ -29,8 +29,7 @@ static int open_subdir(int dirfd, const char *name, int *out)
 	return 0;
 }
 
-/* fsync the directory that holds path. */
-static int fsync_parent(const char *path)
+int objstore_fsync_parent(const char *path)
 {
 	char *copy = strdup(path), *slash;
 	int fd, rc;
@@ -118,7 +117,7 @@ int objstore_open(const char *path, struct objstore *os, char *err,
 	 * directories in it, and an objects/xx/ that a daemon which died
 	 * made without syncing objects/ (a publish syncs objects/ only when
 	 * its own mkdir made the subdirectory). */
-	if ((made && (rc = fsync_parent(path))) ||
+	if ((made && (rc = objstore_fsync_parent(path))) ||
 	    (rc = objstore_fsync_dir(os->objects)) ||
 	    (rc = objstore_fsync_dir(os->root))) {
 		snprintf(err, errlen, "store %s: cannot sync it: %s", path,

@@ -90,5 +90,7 @@ int objstore_rmtree(int dirfd, const char *name);
 
 /* fsync a directory descriptor, retrying EINTR. */
 int objstore_fsync_dir(int dirfd);
+/* fsync the directory that holds path (a new name in it is then durable). */
+int objstore_fsync_parent(const char *path);
 
 #endif
