@@ -87,6 +87,7 @@ struct local_executor {
 	size_t cg_nleft, cg_capleft;
 	void *stack;          /* for the child until it execs */
 	size_t stack_len;
+	double swept_at;      /* when stale cgroups were last removed */
 	double nproc_at;      /* when nproc_base was counted */
 	unsigned long nproc_base; /* our uid's tasks then */
 };
@@ -390,9 +391,8 @@ static void cg_sweep_stale(int base)
 		int pid;
 		unsigned long n;
 		if (sscanf(de->d_name, "jobfs-%d-%lu", &pid, &n) != 2 ||
-		    pid <= 0 || (kill(pid, 0) < 0 && errno == EPERM) ||
-		    kill(pid, 0) == 0)
-			continue;
+		    pid <= 0 || kill(pid, 0) == 0 || errno == EPERM)
+			continue; /* not ours, or its daemon is alive */
 		cg_remove(base, de->d_name);
 	}
 	closedir(d);
@@ -899,7 +899,15 @@ static unsigned long bound_procs(struct local_executor *ex, uint32_t max,
 	if (ex->cg_base >= 0) {
 		char name[64], num[32];
 		unsigned long n = ++ex->cg_seq;
+		double now = mono_seconds();
+
 		cg_retry_left(ex);
+		/* a daemon killed just before we started left cgroups whose
+		 * members were still dying then: try them again now and then */
+		if (now - ex->swept_at > 10.0) {
+			cg_sweep_stale(ex->cg_base);
+			ex->swept_at = now;
+		}
 		cg_name(name, sizeof name, ex->cg_owner, n);
 		if (mkdirat(ex->cg_base, name, 0700) == 0) {
 			int d = openat(ex->cg_base, name, O_RDONLY |
