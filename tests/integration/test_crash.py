@@ -44,13 +44,15 @@ class Crash(h.JobfsTestCase):
         name, worker = self.worker_copy()
         # the same job, uninterrupted, in another store
         ref = self.new_daemon()
-        ref.mkjob("job", self.spec(worker), TEXT)
+        # slow enough that chunks are still running once 10 are done
+        # (workers start fast: at 50 ms the job could end first)
+        ref.mkjob("job", self.spec(worker, 150), TEXT)
         ref.run_job("job", timeout=30)
         want = h.read_bytes(ref.path("job", "output.out"))
         self.assertEqual(want, TEXT.upper().encode())
 
         d = self.d
-        d.mkjob("job", self.spec(worker), TEXT)
+        d.mkjob("job", self.spec(worker, 150), TEXT)
         d.do("job", "resume")
         d.wait_until(lambda: len(d.chunk_names("job")) >= 10, 20,
                      "10 chunks done")
