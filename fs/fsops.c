@@ -15,8 +15,9 @@
  *
  * Every operation parses its path into a struct node and calls the engine.
  * Generated files are rendered at open into the handle and served with
- * direct_io, so every open sees fresh content and stat reports the size of
- * a fresh rendering. Chunk files are served from their object with pread.
+ * direct_io, so every open sees fresh content; stat reports the size of a
+ * fresh rendering, and fstat of an open one the size of what it reads.
+ * Chunk files are served from their object with pread.
  */
 #define FUSE_USE_VERSION 314
 #define _GNU_SOURCE
@@ -214,15 +215,27 @@ static int rendered_size(const struct node *nd, enum render_what w,
 	return 0;
 }
 
+/* The size of a generated file: for fstat of an open one, what that
+ * handle reads (exact, and no rendering); else a fresh rendering's. */
+static int generated_size(const struct node *nd, const struct handle *h,
+			  enum render_what w, off_t *size)
+{
+	if (h && h->kind == nd->kind && !h->writing && h->buf) {
+		*size = (off_t)h->len;
+		return 0;
+	}
+	return rendered_size(nd, w, size);
+}
+
 static int fs_getattr(const char *path, struct stat *st,
 		      struct fuse_file_info *fi)
 {
+	struct handle *h = fi ? (struct handle *)(uintptr_t)fi->fh : NULL;
 	struct node nd;
 	uint64_t size;
 	int64_t mtime;
 	int rc;
 
-	(void)fi;
 	rc = parse_path(path, &nd);
 	if (rc)
 		return rc;
@@ -259,13 +272,14 @@ static int fs_getattr(const char *path, struct stat *st,
 		return rendered_size(&nd, RENDER_CONTROL, &st->st_size);
 	case K_STATUS:
 		st->st_mode = S_IFREG | 0444;
-		return rendered_size(&nd, RENDER_STATUS, &st->st_size);
+		return generated_size(&nd, h, RENDER_STATUS, &st->st_size);
 	case K_STATUS_JSON:
 		st->st_mode = S_IFREG | 0444;
-		return rendered_size(&nd, RENDER_STATUS_JSON, &st->st_size);
+		return generated_size(&nd, h, RENDER_STATUS_JSON,
+				      &st->st_size);
 	case K_MANIFEST:
 		st->st_mode = S_IFREG | 0444;
-		return rendered_size(&nd, RENDER_MANIFEST, &st->st_size);
+		return generated_size(&nd, h, RENDER_MANIFEST, &st->st_size);
 	case K_EVENTS:
 		st->st_mode = S_IFREG | 0444;
 		st->st_size = (off_t)nd.info.events_len;
@@ -847,9 +861,16 @@ static void *fs_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
 	cfg->nullpath_ok = 0;
 	cfg->hard_remove = 1;
 	/* Sizes and listings change under the kernel's feet (a chunk
-	 * commits, status grows): never cache attributes or entries. */
+	 * commits, status grows): attributes are never cached, and a name
+	 * that does not exist is asked for again every time. A name that
+	 * exists is kept for a second, which spares a status reader the
+	 * lookups of the job and of the file (each of which would render
+	 * status). A name that goes away meanwhile (a chunk that a retry
+	 * discards) answers ENOENT at its next stat or open, since both
+	 * ask the daemon; reads of a kept chunk file check its attributes
+	 * first (FUSE_CAP_AUTO_INVAL_DATA). */
 	cfg->attr_timeout = 0;
-	cfg->entry_timeout = 0;
+	cfg->entry_timeout = 1;
 	cfg->negative_timeout = 0;
 	return e;
 }

@@ -786,6 +786,29 @@ class Bench:
                         pc.append(t2 - t1)
                     i += 1
                     time.sleep(0.002)
+            # The same reads with the job done and the daemon idle, beside
+            # as many CPU-bound processes (each in a session of its own,
+            # as jobfs starts workers) as there are CPUs: what a saturated
+            # machine alone does to a read through any FUSE daemon.
+            hogs = [subprocess.Popen(["setsid", "sh", "-c",
+                                      "while :; do :; done"])
+                    for _ in range(os.cpu_count() or 1)]
+            hl, hp = [], []
+            try:
+                time.sleep(0.2)
+                while len(hl) < max(len(jl), 100):
+                    t0 = time.perf_counter()
+                    read_bytes(sj)
+                    t1 = time.perf_counter()
+                    read_bytes(peer)
+                    t2 = time.perf_counter()
+                    hl.append(t1 - t0)
+                    hp.append(t2 - t1)
+                    time.sleep(0.002)
+            finally:
+                for h in hogs:
+                    h.kill()
+                    h.wait()
         finally:
             d.stop()
         os.unlink(peer)
@@ -799,6 +822,11 @@ class Bench:
                      fmt_secs(b), "%.1f× time" % (a / b),
                      "p99 ≤ 1 ms" if p == 99 else "",
                      a <= 0.001 if p == 99 else None)
+        a, b = pct(hl, 99), pct(hp, 99)
+        self.add("P4", "the same reads with the job done (daemon idle) "
+                 "beside %d CPU-bound processes, %s reads, p99" %
+                 (os.cpu_count() or 1, fmt_count(len(hl))), fmt_secs(a),
+                 "tmpfs file", fmt_secs(b), "%.1f× time" % (a / b))
         if jc:
             fig = "`cat status.json` as a process (fork+exec included), " \
                 "%d runs, p99" % len(jc)

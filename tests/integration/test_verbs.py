@@ -267,6 +267,35 @@ class Verbs(h.JobfsTestCase):
         d.wait_until(lambda: os.path.exists(path), 10, "chunk 1 again")
         self.assertEqual(h.read_text(path), "attempt 3\n")
 
+    def test_discarded_chunk_is_gone_at_once(self):
+        # The kernel keeps names for a second (entry_timeout): a chunk
+        # file it knows that a retry discards must still be gone for the
+        # next stat and open, not a second later.
+        d = self.d
+        d.mkjob("gone", {"command": 'test "$JOBFS_ATTEMPT" = 1 && echo ok',
+                         "attempts": 1}, "one.\n\ntwo.\n")
+        d.run_job("gone")
+        path = d.path("gone", "chunks", "0001.out")
+        self.assertEqual(h.read_text(path), "ok\n")
+        self.assertTrue(os.path.exists(path))
+        d.do("gone", "retry 1")
+        d.wait_for("gone", "failed", 10)
+        self.assertFalse(os.path.exists(path))
+        with self.assertRaises(FileNotFoundError):
+            open(path, "rb")
+        self.assertEqual(os.listdir(d.path("gone", "chunks")), ["0002.out"])
+
+    def test_fstat_of_open_status_is_what_it_reads(self):
+        d = self.d
+        job = self.ready_job("fst", n=3)
+        d.run_job(job)
+        for name in ("status", "status.json", "manifest.json"):
+            with open(d.path(job, name), "rb") as f:
+                size = os.fstat(f.fileno()).st_size
+                data = f.read()
+            self.assertEqual(size, len(data), name)
+            self.assertGreater(size, 0, name)
+
     def test_retry_refused_while_chunk_runs(self):
         d = self.d
         job = self.ready_job(n=3, env={"TW_HANG": 1, "TW_CHUNKS": 1})
