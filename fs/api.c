@@ -1367,8 +1367,46 @@ int engine_chunk_stat(struct engine *e, const char *name, uint32_t n,
 	return rc;
 }
 
+/*
+ * The kernel keeps a chunk file's pages across opens unless an open says
+ * otherwise, and it knows the file by its name: a chunk redone since (a
+ * retry, an edited input, a job made again under the same name) has new
+ * bytes under the same name. So each open of chunk n records a tag of the
+ * done record it serves, and lets the kernel keep its cache only if the
+ * previous open served the same record. The tag covers the output's hash
+ * and the time it became done, so a redo that happens to give the same
+ * bytes also starts afresh, which is merely slower. Called with e->lock
+ * held, r being chunk n's done record.
+ */
+static int chunk_keep_cache(struct job *j, uint32_t n,
+			    const struct chunk_rec *r)
+{
+	uint32_t tag = ((uint32_t)r->obj[0] | (uint32_t)r->obj[1] << 8 |
+			(uint32_t)r->obj[2] << 16 | (uint32_t)r->obj[3] << 24) ^
+		((uint32_t)r->done_ms * 2654435761u) ^
+		(uint32_t)((uint64_t)r->done_ms >> 32);
+	int keep;
+
+	if (!tag)
+		tag = 1; /* 0 is "never opened" */
+	if (n > j->nserved) {
+		uint32_t cap = j->nchunks > n ? j->nchunks : n;
+		uint32_t *p = realloc(j->served, cap * sizeof(*p));
+
+		if (!p)
+			return 0; /* not recorded: the next open starts
+				   * afresh too */
+		memset(p + j->nserved, 0, (cap - j->nserved) * sizeof(*p));
+		j->served = p;
+		j->nserved = cap;
+	}
+	keep = j->served[n - 1] == tag;
+	j->served[n - 1] = tag;
+	return keep;
+}
+
 int engine_chunk_open(struct engine *e, const char *name, uint32_t n,
-		      int *fd_out)
+		      int *fd_out, int *keep)
 {
 	struct chunk_rec r;
 	struct job *j;
@@ -1382,6 +1420,8 @@ int engine_chunk_open(struct engine *e, const char *name, uint32_t n,
 			rc = -EIO; /* recorded done, object gone: verify
 				    * finds it */
 	}
+	if (!rc && keep)
+		*keep = chunk_keep_cache(j, n, &r);
 	UNLOCK(e);
 	return rc;
 }
@@ -1633,9 +1673,10 @@ void view_format(const struct output_view *v, struct audio_fmt *fmt,
 }
 
 static int view_open(struct engine *e, const char *name, uint32_t first,
-		     uint32_t max, struct output_view **out)
+		     uint32_t max, struct output_view **out, int *keep)
 {
 	struct output_view *v;
+	struct chunk_rec r;
 	struct job *j;
 	int rc;
 
@@ -1655,6 +1696,11 @@ static int view_open(struct engine *e, const char *name, uint32_t first,
 		rc = view_build(e, j, first, max, v);
 	if (!rc && max == 1 && v->n != 1)
 		rc = -ENOENT;
+	if (!rc && keep) {
+		rc = done_rec(e, name, first, &j, &r);
+		if (!rc)
+			*keep = chunk_keep_cache(j, first, &r);
+	}
 	UNLOCK(e);
 	if (rc) {
 		engine_output_close(v);
@@ -1667,13 +1713,13 @@ static int view_open(struct engine *e, const char *name, uint32_t first,
 int engine_output_open(struct engine *e, const char *name,
 		       struct output_view **out)
 {
-	return view_open(e, name, 1, UINT32_MAX, out);
+	return view_open(e, name, 1, UINT32_MAX, out, NULL);
 }
 
 int engine_chunk_view(struct engine *e, const char *name, uint32_t n,
-		      struct output_view **out)
+		      struct output_view **out, int *keep)
 {
-	return view_open(e, name, n, 1, out);
+	return view_open(e, name, n, 1, out, keep);
 }
 
 uint64_t engine_output_size(struct output_view *v)

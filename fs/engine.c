@@ -492,6 +492,7 @@ void job_free(struct job *j)
 	free(j->cs);
 	free(j->waits);
 	free(j->manifest);
+	free(j->served);
 	free(j);
 }
 

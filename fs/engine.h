@@ -140,8 +140,11 @@ int engine_chunk_list(struct engine *e, const char *name, int logs,
 /* Size and done time of a done chunk's output; -ENOENT if not done. */
 int engine_chunk_stat(struct engine *e, const char *name, uint32_t n,
 		      uint64_t *size, int64_t *mtime_ms);
+/* *keep (if keep is not NULL) says whether the kernel may keep what it
+ * cached of this chunk's file from an earlier open: only when that open
+ * served the same done record. */
 int engine_chunk_open(struct engine *e, const char *name, uint32_t n,
-		      int *fd_out);
+		      int *fd_out, int *keep);
 /* rm chunks/N: discard the output and run the chunk again. */
 int engine_chunk_remove(struct engine *e, const char *name, uint32_t n);
 int engine_log_open(struct engine *e, const char *name, uint32_t n,
@@ -170,6 +173,6 @@ int engine_encoded_open(struct engine *e, const char *name, int *fd_out);
 /* Audio jobs: chunks/NNNN.wav is a view too (a header, then the chunk's
  * samples in place). */
 int engine_chunk_view(struct engine *e, const char *name, uint32_t n,
-		      struct output_view **out);
+		      struct output_view **out, int *keep);
 
 #endif

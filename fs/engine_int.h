@@ -148,6 +148,11 @@ struct job {
 	size_t manifest_len;
 	uint64_t manifest_version;
 
+	/* Per chunk, a tag of the done record whose file this mount last
+	 * opened (0: never), nserved of them: see chunk_keep_cache(). */
+	uint32_t *served;
+	uint32_t nserved;
+
 	int deleted;
 };
 

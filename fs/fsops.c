@@ -37,10 +37,6 @@
 #include "fsops.h"
 #include "spec.h"
 
-/* Set by fs_init when the kernel invalidates cached pages on an mtime
- * change; read by fs_open afterwards. */
-static int auto_inval;
-
 enum kind {
 	K_ROOT,
 	K_JOB,
@@ -498,7 +494,7 @@ static int fs_open(const char *path, struct fuse_file_info *fi)
 	int acc = fi->flags & O_ACCMODE, trunc = !!(fi->flags & O_TRUNC);
 	struct handle *h;
 	struct node nd;
-	int rc;
+	int rc, keep = 0;
 
 	rc = parse_path(path, &nd);
 	if (rc)
@@ -554,9 +550,11 @@ static int fs_open(const char *path, struct fuse_file_info *fi)
 		break;
 	case K_CHUNK:
 		if (nd.info.audio)
-			rc = engine_chunk_view(E(), nd.job, nd.n, &h->ov);
+			rc = engine_chunk_view(E(), nd.job, nd.n, &h->ov,
+					       &keep);
 		else
-			rc = engine_chunk_open(E(), nd.job, nd.n, &h->fd);
+			rc = engine_chunk_open(E(), nd.job, nd.n, &h->fd,
+					       &keep);
 		break;
 	case K_LOG:
 		rc = engine_log_open(E(), nd.job, nd.n, &h->fd);
@@ -577,11 +575,10 @@ static int fs_open(const char *path, struct fuse_file_info *fi)
 	}
 	/* Everything but finished chunk outputs can change between opens:
 	 * bypass the page cache for it. A chunk file's bytes are fixed while
-	 * its done record is (a redone chunk gets a new mtime, and with
-	 * FUSE_CAP_AUTO_INVAL_DATA the kernel drops the cached pages when
-	 * it sees the mtime or size change): keep its cache across opens. */
+	 * its done record is: the engine says whether the pages the kernel
+	 * may hold came from the same record (engine_chunk_open). */
 	fi->direct_io = nd.kind != K_CHUNK && nd.kind != K_ENCODED;
-	fi->keep_cache = nd.kind == K_CHUNK && auto_inval;
+	fi->keep_cache = nd.kind == K_CHUNK && keep;
 	fi->fh = (uintptr_t)h;
 	return 0;
 }
@@ -846,12 +843,12 @@ static void *fs_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
 	/* O_TRUNC arrives with open, so "cp x input" is one transaction. */
 	if (conn->capable & FUSE_CAP_ATOMIC_O_TRUNC)
 		conn->want |= FUSE_CAP_ATOMIC_O_TRUNC;
-	/* Chunk files keep their page cache only if the kernel drops it
-	 * when their mtime changes (fs_open). */
-	if (conn->capable & FUSE_CAP_AUTO_INVAL_DATA) {
-		conn->want |= FUSE_CAP_AUTO_INVAL_DATA;
-		auto_inval = 1;
-	}
+	/* Whether a chunk file's cached pages are still good is decided at
+	 * open (fs_open). libfuse asks by default for the kernel to check
+	 * the attributes before every read of a cached file instead, which
+	 * costs a getattr round trip per read(2) (with attr_timeout 0): a
+	 * re-read with 128 KiB reads ran at 0.4x tmpfs. */
+	conn->want &= ~FUSE_CAP_AUTO_INVAL_DATA;
 	/* No splice: measured, it did not make first reads faster here
 	 * (docs/performance.md), and libfuse keeps a pipe per thread for it.
 	 * libfuse asks for it by default where the kernel offers it. */
