@@ -1378,35 +1378,45 @@ int engine_chunk_stat(struct engine *e, const char *name, uint32_t n,
  * bytes also starts afresh, which is merely slower. Called with e->lock
  * held, r being chunk n's done record.
  */
-static int chunk_keep_cache(struct job *j, uint32_t n,
-			    const struct chunk_rec *r)
+static void chunk_keep_cache(struct job *j, uint32_t n,
+			     const struct chunk_rec *r, struct chunk_cache *cc)
 {
 	uint32_t tag = ((uint32_t)r->obj[0] | (uint32_t)r->obj[1] << 8 |
 			(uint32_t)r->obj[2] << 16 | (uint32_t)r->obj[3] << 24) ^
 		((uint32_t)r->done_ms * 2654435761u) ^
 		(uint32_t)((uint64_t)r->done_ms >> 32);
-	int keep;
 
-	if (!tag)
-		tag = 1; /* 0 is "never opened" */
+	cc->tag = tag ? tag : 1; /* 0 is "never opened" */
+	cc->keep = 0;
 	if (n > j->nserved) {
 		uint32_t cap = j->nchunks > n ? j->nchunks : n;
 		uint32_t *p = realloc(j->served, cap * sizeof(*p));
 
 		if (!p)
-			return 0; /* not recorded: the next open starts
-				   * afresh too */
+			return; /* not recorded: the next open starts
+				 * afresh too */
 		memset(p + j->nserved, 0, (cap - j->nserved) * sizeof(*p));
 		j->served = p;
 		j->nserved = cap;
 	}
-	keep = j->served[n - 1] == tag;
-	j->served[n - 1] = tag;
-	return keep;
+	cc->keep = j->served[n - 1] == cc->tag;
+	j->served[n - 1] = cc->tag;
+}
+
+void engine_chunk_closed(struct engine *e, const char *name, uint32_t n,
+			 const struct chunk_cache *cc)
+{
+	struct job *j;
+
+	LOCK(e);
+	j = job_find(e, name);
+	if (j && n >= 1 && n <= j->nserved && j->served[n - 1] != cc->tag)
+		j->served[n - 1] = 0;
+	UNLOCK(e);
 }
 
 int engine_chunk_open(struct engine *e, const char *name, uint32_t n,
-		      int *fd_out, int *keep)
+		      int *fd_out, struct chunk_cache *cc)
 {
 	struct chunk_rec r;
 	struct job *j;
@@ -1420,8 +1430,8 @@ int engine_chunk_open(struct engine *e, const char *name, uint32_t n,
 			rc = -EIO; /* recorded done, object gone: verify
 				    * finds it */
 	}
-	if (!rc && keep)
-		*keep = chunk_keep_cache(j, n, &r);
+	if (!rc && cc)
+		chunk_keep_cache(j, n, &r, cc);
 	UNLOCK(e);
 	return rc;
 }
@@ -1673,7 +1683,8 @@ void view_format(const struct output_view *v, struct audio_fmt *fmt,
 }
 
 static int view_open(struct engine *e, const char *name, uint32_t first,
-		     uint32_t max, struct output_view **out, int *keep)
+		     uint32_t max, struct output_view **out,
+		     struct chunk_cache *cc)
 {
 	struct output_view *v;
 	struct chunk_rec r;
@@ -1696,10 +1707,10 @@ static int view_open(struct engine *e, const char *name, uint32_t first,
 		rc = view_build(e, j, first, max, v);
 	if (!rc && max == 1 && v->n != 1)
 		rc = -ENOENT;
-	if (!rc && keep) {
+	if (!rc && cc) {
 		rc = done_rec(e, name, first, &j, &r);
 		if (!rc)
-			*keep = chunk_keep_cache(j, first, &r);
+			chunk_keep_cache(j, first, &r, cc);
 	}
 	UNLOCK(e);
 	if (rc) {
@@ -1717,9 +1728,9 @@ int engine_output_open(struct engine *e, const char *name,
 }
 
 int engine_chunk_view(struct engine *e, const char *name, uint32_t n,
-		      struct output_view **out, int *keep)
+		      struct output_view **out, struct chunk_cache *cc)
 {
-	return view_open(e, name, n, 1, out, keep);
+	return view_open(e, name, n, 1, out, cc);
 }
 
 uint64_t engine_output_size(struct output_view *v)

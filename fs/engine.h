@@ -140,11 +140,21 @@ int engine_chunk_list(struct engine *e, const char *name, int logs,
 /* Size and done time of a done chunk's output; -ENOENT if not done. */
 int engine_chunk_stat(struct engine *e, const char *name, uint32_t n,
 		      uint64_t *size, int64_t *mtime_ms);
-/* *keep (if keep is not NULL) says whether the kernel may keep what it
- * cached of this chunk's file from an earlier open: only when that open
- * served the same done record. */
+/* What an open of a chunk file tells the kernel about its page cache:
+ * keep says whether it may keep what it cached from an earlier open (only
+ * when that open served the same done record), and tag names the record
+ * served, for engine_chunk_closed(). */
+struct chunk_cache {
+	uint32_t tag;
+	int keep;
+};
 int engine_chunk_open(struct engine *e, const char *name, uint32_t n,
-		      int *fd_out, int *keep);
+		      int *fd_out, struct chunk_cache *cc);
+/* A chunk file opened with cc is closed. If its chunk was redone since,
+ * this open may have filled the cache with old bytes: the next open
+ * starts afresh. */
+void engine_chunk_closed(struct engine *e, const char *name, uint32_t n,
+			 const struct chunk_cache *cc);
 /* rm chunks/N: discard the output and run the chunk again. */
 int engine_chunk_remove(struct engine *e, const char *name, uint32_t n);
 int engine_log_open(struct engine *e, const char *name, uint32_t n,
@@ -173,6 +183,6 @@ int engine_encoded_open(struct engine *e, const char *name, int *fd_out);
 /* Audio jobs: chunks/NNNN.wav is a view too (a header, then the chunk's
  * samples in place). */
 int engine_chunk_view(struct engine *e, const char *name, uint32_t n,
-		      struct output_view **out, int *keep);
+		      struct output_view **out, struct chunk_cache *cc);
 
 #endif

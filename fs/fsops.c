@@ -92,6 +92,8 @@ struct handle {
 	struct input_tx *itx;
 	int ifd;              /* the tx's descriptor, borrowed */
 	struct output_view *ov;
+	uint32_t n;               /* chunk files: the chunk */
+	struct chunk_cache cc;    /* and what its open said of the cache */
 };
 
 static struct engine *E(void)
@@ -466,6 +468,7 @@ static struct handle *handle_new(const struct node *nd)
 	h->kind = nd->kind;
 	h->fd = h->ifd = -1;
 	snprintf(h->job, sizeof(h->job), "%s", nd->job);
+	h->n = nd->n;
 	return h;
 }
 
@@ -494,7 +497,7 @@ static int fs_open(const char *path, struct fuse_file_info *fi)
 	int acc = fi->flags & O_ACCMODE, trunc = !!(fi->flags & O_TRUNC);
 	struct handle *h;
 	struct node nd;
-	int rc, keep = 0;
+	int rc;
 
 	rc = parse_path(path, &nd);
 	if (rc)
@@ -551,10 +554,10 @@ static int fs_open(const char *path, struct fuse_file_info *fi)
 	case K_CHUNK:
 		if (nd.info.audio)
 			rc = engine_chunk_view(E(), nd.job, nd.n, &h->ov,
-					       &keep);
+					       &h->cc);
 		else
 			rc = engine_chunk_open(E(), nd.job, nd.n, &h->fd,
-					       &keep);
+					       &h->cc);
 		break;
 	case K_LOG:
 		rc = engine_log_open(E(), nd.job, nd.n, &h->fd);
@@ -578,7 +581,7 @@ static int fs_open(const char *path, struct fuse_file_info *fi)
 	 * its done record is: the engine says whether the pages the kernel
 	 * may hold came from the same record (engine_chunk_open). */
 	fi->direct_io = nd.kind != K_CHUNK && nd.kind != K_ENCODED;
-	fi->keep_cache = nd.kind == K_CHUNK && keep;
+	fi->keep_cache = nd.kind == K_CHUNK && h->cc.keep;
 	fi->fh = (uintptr_t)h;
 	return 0;
 }
@@ -793,6 +796,8 @@ static int fs_release(const char *path, struct fuse_file_info *fi)
 	(void)path;
 	if (h->writing && !h->refused && (h->dirty || h->trunc_only))
 		handle_commit(h);
+	if (h->kind == K_CHUNK && h->cc.tag)
+		engine_chunk_closed(E(), h->job, h->n, &h->cc);
 	handle_free(h);
 	return 0;
 }

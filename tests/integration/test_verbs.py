@@ -267,6 +267,36 @@ class Verbs(h.JobfsTestCase):
         d.wait_until(lambda: os.path.exists(path), 10, "chunk 1 again")
         self.assertEqual(h.read_text(path), "attempt 3\n")
 
+    def test_old_reader_does_not_leave_stale_pages(self):
+        # A reader that opened chunk 1 before it was redone reads on after
+        # the redo: the pages it brings into the kernel's cache hold the
+        # old bytes. An open after that reader has closed must not be
+        # given them.
+        d = self.d
+        size = 8 << 20
+        d.mkjob("old", {"command": 'yes "attempt $JOBFS_ATTEMPT" | '
+                        'head -c %d' % size}, "one.\n")
+        d.run_job("old")
+        path = d.path("old", "chunks", "0001.out")
+        mid = size // 2
+        with open(path, "rb", buffering=0) as old:
+            self.assertTrue(os.pread(old.fileno(), 4096, 0)
+                            .startswith(b"attempt 1\n"))
+            before = len(d.events("old"))
+            d.do("old", "retry 1")
+            d.wait_event("old", lambda e: e["event"] == "done", 10,
+                         "chunk 1 redone", since=before)
+            d.wait_for("old", "done", 10)
+            with open(path, "rb", buffering=0) as new:  # opened, not read
+                self.assertEqual(os.fstat(new.fileno()).st_size, size)
+            tail = os.pread(old.fileno(), size - mid, mid)
+            self.assertEqual(len(tail), size - mid)
+        with open(path, "rb") as f:
+            data = f.read()
+        self.assertEqual(len(data), size)
+        self.assertNotIn(b"attempt 1", data)
+        self.assertIn(b"attempt 2", data[mid:mid + 64])
+
     def test_discarded_chunk_is_gone_at_once(self):
         # The kernel keeps names for a second (entry_timeout): a chunk
         # file it knows that a retry discards must still be gone for the
