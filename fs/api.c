@@ -1388,6 +1388,7 @@ static void chunk_keep_cache(struct job *j, uint32_t n,
 
 	cc->tag = tag ? tag : 1; /* 0 is "never opened" */
 	cc->keep = 0;
+	cc->cached = 1;
 	if (n > j->nserved) {
 		uint32_t cap = j->nchunks > n ? j->nchunks : n;
 		uint32_t *p = realloc(j->served, cap * sizeof(*p));
@@ -1399,8 +1400,8 @@ static void chunk_keep_cache(struct job *j, uint32_t n,
 		j->served = p;
 		j->nserved = cap;
 	}
-	cc->keep = j->served[n - 1] == cc->tag;
-	j->served[n - 1] = cc->tag;
+	cc->keep = j->served[n - 1] == (uint32_t)cc->tag;
+	j->served[n - 1] = (uint32_t)cc->tag;
 }
 
 void engine_chunk_closed(struct engine *e, const char *name, uint32_t n,
@@ -1410,8 +1411,21 @@ void engine_chunk_closed(struct engine *e, const char *name, uint32_t n,
 
 	LOCK(e);
 	j = job_find(e, name);
-	if (j && n >= 1 && n <= j->nserved && j->served[n - 1] != cc->tag)
+	if (j && n >= 1 && n <= j->nserved &&
+	    j->served[n - 1] != (uint32_t)cc->tag)
 		j->served[n - 1] = 0;
+	UNLOCK(e);
+}
+
+void engine_output_closed(struct engine *e, const char *name,
+			  const struct chunk_cache *cc)
+{
+	struct job *j;
+
+	LOCK(e);
+	j = job_find(e, name);
+	if (j && j->out_served != cc->tag)
+		j->out_served = 0;
 	UNLOCK(e);
 }
 
@@ -1682,6 +1696,26 @@ void view_format(const struct output_view *v, struct audio_fmt *fmt,
 	*header_len = v->hlen;
 }
 
+/*
+ * output.EXT changes while chunks join it (its header too), and each open
+ * reads a snapshot of its own: it is served past the page cache then.
+ * Once every chunk is done its bytes stay as they are until something
+ * changes the job, which bumps j->version: an open then may use the page
+ * cache, and keep what an earlier open at the same version cached. Called
+ * with e->lock held, v the view just built for j.
+ */
+static void output_keep_cache(struct job *j, const struct output_view *v,
+			      struct chunk_cache *cc)
+{
+	memset(cc, 0, sizeof(*cc));
+	if (!j->nchunks || v->n != j->nchunks || j->planning)
+		return;
+	cc->cached = 1;
+	cc->tag = j->version + 1;
+	cc->keep = j->out_served == cc->tag;
+	j->out_served = cc->tag;
+}
+
 static int view_open(struct engine *e, const char *name, uint32_t first,
 		     uint32_t max, struct output_view **out,
 		     struct chunk_cache *cc)
@@ -1707,10 +1741,12 @@ static int view_open(struct engine *e, const char *name, uint32_t first,
 		rc = view_build(e, j, first, max, v);
 	if (!rc && max == 1 && v->n != 1)
 		rc = -ENOENT;
-	if (!rc && cc) {
+	if (!rc && cc && max == 1) {
 		rc = done_rec(e, name, first, &j, &r);
 		if (!rc)
 			chunk_keep_cache(j, first, &r, cc);
+	} else if (!rc && cc) {
+		output_keep_cache(j, v, cc);
 	}
 	UNLOCK(e);
 	if (rc) {
@@ -1725,6 +1761,13 @@ int engine_output_open(struct engine *e, const char *name,
 		       struct output_view **out)
 {
 	return view_open(e, name, 1, UINT32_MAX, out, NULL);
+}
+
+int engine_output_open_cached(struct engine *e, const char *name,
+			      struct output_view **out,
+			      struct chunk_cache *cc)
+{
+	return view_open(e, name, 1, UINT32_MAX, out, cc);
 }
 
 int engine_chunk_view(struct engine *e, const char *name, uint32_t n,

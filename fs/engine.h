@@ -140,13 +140,17 @@ int engine_chunk_list(struct engine *e, const char *name, int logs,
 /* Size and done time of a done chunk's output; -ENOENT if not done. */
 int engine_chunk_stat(struct engine *e, const char *name, uint32_t n,
 		      uint64_t *size, int64_t *mtime_ms);
-/* What an open of a chunk file tells the kernel about its page cache:
- * keep says whether it may keep what it cached from an earlier open (only
- * when that open served the same done record), and tag names the record
- * served, for engine_chunk_closed(). */
+/* What an open of a chunk file or of output.EXT tells the kernel about its
+ * page cache: cached says whether this open may use the page cache at all
+ * (a chunk file always; output.EXT only when every chunk is done, as it
+ * changes while chunks join it), keep whether the kernel may keep what it
+ * cached from an earlier open (only when that open served the same
+ * bytes), and tag names what was served, for engine_chunk_closed() and
+ * engine_output_closed(). */
 struct chunk_cache {
-	uint32_t tag;
+	uint64_t tag;
 	int keep;
+	int cached;
 };
 int engine_chunk_open(struct engine *e, const char *name, uint32_t n,
 		      int *fd_out, struct chunk_cache *cc);
@@ -169,6 +173,12 @@ int engine_log_stat(struct engine *e, const char *name, uint32_t n,
 struct output_view;
 int engine_output_open(struct engine *e, const char *name,
 		       struct output_view **out);
+/* The same, for a reader: cc as for a chunk file (engine_chunk_open). */
+int engine_output_open_cached(struct engine *e, const char *name,
+			      struct output_view **out,
+			      struct chunk_cache *cc);
+void engine_output_closed(struct engine *e, const char *name,
+			  const struct chunk_cache *cc);
 uint64_t engine_output_size(struct output_view *v);
 ssize_t engine_output_read(struct output_view *v, char *buf, size_t size,
 			   uint64_t off);

@@ -152,6 +152,8 @@ struct job {
 	 * opened (0: never), nserved of them: see chunk_keep_cache(). */
 	uint32_t *served;
 	uint32_t nserved;
+	uint64_t out_served;         /* the same for output.EXT: 1 + the
+				      * version it was opened at, 0: never */
 
 	int deleted;
 };

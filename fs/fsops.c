@@ -93,7 +93,8 @@ struct handle {
 	int ifd;              /* the tx's descriptor, borrowed */
 	struct output_view *ov;
 	uint32_t n;               /* chunk files: the chunk */
-	struct chunk_cache cc;    /* and what its open said of the cache */
+	struct chunk_cache cc;    /* chunk files and output.EXT: what the
+				   * open said of the page cache */
 };
 
 static struct engine *E(void)
@@ -563,7 +564,7 @@ static int fs_open(const char *path, struct fuse_file_info *fi)
 		rc = engine_log_open(E(), nd.job, nd.n, &h->fd);
 		break;
 	case K_OUTPUT:
-		rc = engine_output_open(E(), nd.job, &h->ov);
+		rc = engine_output_open_cached(E(), nd.job, &h->ov, &h->cc);
 		break;
 	case K_ENCODED:
 		rc = engine_encoded_open(E(), nd.job, &h->fd);
@@ -576,12 +577,14 @@ static int fs_open(const char *path, struct fuse_file_info *fi)
 		handle_free(h);
 		return rc;
 	}
-	/* Everything but finished chunk outputs can change between opens:
-	 * bypass the page cache for it. A chunk file's bytes are fixed while
-	 * its done record is: the engine says whether the pages the kernel
-	 * may hold came from the same record (engine_chunk_open). */
-	fi->direct_io = nd.kind != K_CHUNK && nd.kind != K_ENCODED;
-	fi->keep_cache = nd.kind == K_CHUNK && h->cc.keep;
+	/* Everything but finished outputs can change between opens: bypass
+	 * the page cache for it. A chunk file's bytes are fixed while its
+	 * done record is, output.EXT's while every chunk is done and the job
+	 * unchanged: the engine says whether this open may use the cache and
+	 * whether the pages the kernel may hold are of the same bytes
+	 * (engine_chunk_open, engine_output_open_cached). */
+	fi->direct_io = nd.kind != K_ENCODED && !h->cc.cached;
+	fi->keep_cache = h->cc.keep;
 	fi->fh = (uintptr_t)h;
 	return 0;
 }
@@ -798,6 +801,8 @@ static int fs_release(const char *path, struct fuse_file_info *fi)
 		handle_commit(h);
 	if (h->kind == K_CHUNK && h->cc.tag)
 		engine_chunk_closed(E(), h->job, h->n, &h->cc);
+	else if (h->kind == K_OUTPUT && h->cc.tag)
+		engine_output_closed(E(), h->job, &h->cc);
 	handle_free(h);
 	return 0;
 }

@@ -252,6 +252,9 @@ class Verbs(h.JobfsTestCase):
         d.run_job("fresh")
         path = d.path("fresh", "chunks", "0001.out")
         self.assertEqual(h.read_text(path), "attempt 1\n")
+        # every chunk done: output.out is read through the page cache
+        self.assertEqual(h.read_text(d.path("fresh", "output.out")),
+                         "attempt 1\nattempt 1\n")
         with open(path, "rb") as held:  # an old reader keeps its file
             self.assertEqual(held.read(), b"attempt 1\n")
             before = len(d.events("fresh"))
@@ -268,25 +271,30 @@ class Verbs(h.JobfsTestCase):
         self.assertEqual(h.read_text(path), "attempt 3\n")
 
     def test_old_reader_does_not_leave_stale_pages(self):
-        # A reader that opened chunk 1 before it was redone reads on after
-        # the redo: the pages it brings into the kernel's cache hold the
-        # old bytes. An open after that reader has closed must not be
-        # given them.
+        # A reader that opened chunk 1 (or output.out, all of whose chunks
+        # are done) before it was redone reads on after the redo: the
+        # pages it brings into the kernel's cache hold the old bytes. An
+        # open after that reader has closed must not be given them.
+        self.old_reader("chunks/0001.out")
+        self.old_reader("output.out")
+
+    def old_reader(self, name):
         d = self.d
         size = 8 << 20
-        d.mkjob("old", {"command": 'yes "attempt $JOBFS_ATTEMPT" | '
-                        'head -c %d' % size}, "one.\n")
-        d.run_job("old")
-        path = d.path("old", "chunks", "0001.out")
+        job = "old-" + name.replace("/", "-")
+        d.mkjob(job, {"command": 'yes "attempt $JOBFS_ATTEMPT" | '
+                      'head -c %d' % size}, "one.\n")
+        d.run_job(job)
+        path = d.path(job, *name.split("/"))
         mid = size // 2
         with open(path, "rb", buffering=0) as old:
             self.assertTrue(os.pread(old.fileno(), 4096, 0)
                             .startswith(b"attempt 1\n"))
-            before = len(d.events("old"))
-            d.do("old", "retry 1")
-            d.wait_event("old", lambda e: e["event"] == "done", 10,
+            before = len(d.events(job))
+            d.do(job, "retry 1")
+            d.wait_event(job, lambda e: e["event"] == "done", 10,
                          "chunk 1 redone", since=before)
-            d.wait_for("old", "done", 10)
+            d.wait_for(job, "done", 10)
             with open(path, "rb", buffering=0) as new:  # opened, not read
                 self.assertEqual(os.fstat(new.fileno()).st_size, size)
             tail = os.pread(old.fileno(), size - mid, mid)
@@ -294,7 +302,7 @@ class Verbs(h.JobfsTestCase):
         with open(path, "rb") as f:
             data = f.read()
         self.assertEqual(len(data), size)
-        self.assertNotIn(b"attempt 1", data)
+        self.assertFalse(b"attempt 1" in data, "old bytes in " + name)
         self.assertIn(b"attempt 2", data[mid:mid + 64])
 
     def test_discarded_chunk_is_gone_at_once(self):
