@@ -478,7 +478,7 @@ class Bench:
             self.sz["p5_budget"] = args.p5_budget
         self.reps = args.reps or 3
         self.results = []
-        self.root = tempfile.mkdtemp(prefix="bench-jobfs-", dir="/tmp")
+        self.root = tempfile.mkdtemp(prefix="bench-jobfs-", dir=args.dir)
         self.shm = tempfile.mkdtemp(prefix="bench-jobfs-", dir="/dev/shm")
         bindir = os.path.join(self.root, "bin")
         os.mkdir(bindir)
@@ -1178,7 +1178,7 @@ class Bench:
 # ---------------------------------------------------------------------
 # the machine and the table
 
-def machine():
+def machine(where="/tmp"):
     cpu = platform.processor() or "?"
     try:
         with open("/proc/cpuinfo") as f:
@@ -1190,7 +1190,7 @@ def machine():
         pass
     mem = proc_meminfo("MemTotal")
     fs = subprocess.run(["findmnt", "-n", "-o", "FSTYPE,SOURCE,OPTIONS",
-                         "-T", "/tmp"], stdout=subprocess.PIPE,
+                         "-T", where], stdout=subprocess.PIPE,
                         stderr=subprocess.DEVNULL, text=True).stdout.split()
     kind = fs[0] if fs else "?"
     if kind == "ext4" and len(fs) > 1:
@@ -1200,9 +1200,9 @@ def machine():
             "/proc/fs/jbd2") else []
         if not any(x.startswith(dev + "-") for x in jbd):
             kind += " without a journal"
-    return ("%s, %d cores, %.1f GiB memory, Linux %s, /tmp on %s (%s, %s)" %
+    return ("%s, %d cores, %.1f GiB memory, Linux %s, %s on %s (%s, %s)" %
             (cpu, os.cpu_count(), (mem or 0) / GiB, platform.release(),
-             kind, fs[1] if len(fs) > 1 else "?",
+             where, kind, fs[1] if len(fs) > 1 else "?",
              fs[2] if len(fs) > 2 else "?"))
 
 
@@ -1317,6 +1317,10 @@ def main():
                     help="perf record -a -g the jobfs side of each row")
     ap.add_argument("--write", action="store_true",
                     help="write docs/performance.md even with --smoke")
+    ap.add_argument("--dir", default="/tmp",
+                    help="where stores, mounts and ext4 peer files live "
+                    "(default /tmp); another one writes nothing unless "
+                    "--write")
     ap.add_argument("--no-write", action="store_true",
                     help="do not write docs/performance.md")
     ap.add_argument("--doc", default=DOC, help=argparse.SUPPRESS)
@@ -1336,7 +1340,7 @@ def main():
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGHUP, on_signal)
-    info = machine()
+    info = machine(a.dir)
     log(info)
     b = None
     rc = 0
@@ -1368,7 +1372,8 @@ def main():
     if b and b.results:
         print("Machine: %s; %s" % (info, cond))
         print("\n".join(table(b.results)))
-        if rc == 0 and (a.write or not (a.smoke or a.no_write)):
+        if rc == 0 and (a.write or not (a.smoke or a.no_write or
+                                         a.dir != "/tmp")):
             write_doc(a.doc, b.results, rows, info, b.run_id, cond)
             log("wrote %s" % a.doc)
     return rc
