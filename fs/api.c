@@ -989,6 +989,15 @@ struct input_tx {
 	int fd;
 };
 
+/* With e->lock held. */
+static void input_tx_end(struct engine *e, struct input_tx *tx)
+{
+	struct job *j = job_find(e, tx->name);
+
+	if (j && j->busy_writers)
+		j->busy_writers--;
+}
+
 uint64_t engine_max_input(struct engine *e)
 {
 	return e->o.max_input;
@@ -1007,12 +1016,24 @@ void engine_input_refuse(struct engine *e, const char *name, uint64_t size)
 	UNLOCK(e);
 }
 
+/*
+ * Open a write transaction on a job's input: a temp file that the writer
+ * fills and engine_input_commit() makes the input. Without trunc (an
+ * O_APPEND or a write at an offset) the temp file starts as a copy of the
+ * input in force. The copy, as large as the input (1 GiB takes seconds),
+ * is made without the engine lock: the job counts the writer first, so it
+ * cannot be removed meanwhile, and the committed input is read through an
+ * fd opened under the lock, which a plan committed meanwhile cannot take
+ * away (inputs are named by content and never rewritten).
+ */
 int engine_input_begin(struct engine *e, const char *name, int trunc,
 		       struct input_tx **out, int *fd_out)
 {
 	struct input_tx *tx;
 	struct job *j;
-	int rc;
+	uint64_t len = 0;
+	loff_t off = 0;
+	int rc, src = -1;
 
 	tx = calloc(1, sizeof(*tx));
 	if (!tx)
@@ -1037,8 +1058,6 @@ int engine_input_begin(struct engine *e, const char *name, int trunc,
 		goto fail;
 	if (!trunc && j->rec.has_input && j->rec.input_len) {
 		char in[128];
-		int src;
-		loff_t off = 0;
 
 		job_input_name(j, in, sizeof(in));
 		src = openat(e->os.inputs, in, O_RDONLY | O_NOFOLLOW |
@@ -1047,25 +1066,34 @@ int engine_input_begin(struct engine *e, const char *name, int trunc,
 			rc = -errno;
 			goto fail;
 		}
-		while (off < (loff_t)j->rec.input_len) {
-			ssize_t n = copy_file_range(src, &off, tx->fd, NULL,
-						    j->rec.input_len -
-						    (size_t)off, 0);
-
-			if (n <= 0) {
-				rc = n < 0 ? -errno : -EIO;
-				close(src);
-				goto fail;
-			}
-		}
-		close(src);
+		len = j->rec.input_len;
 	}
 	j->busy_writers++;
 	UNLOCK(e);
+
+	while (off < (loff_t)len) {
+		ssize_t n = copy_file_range(src, &off, tx->fd, NULL,
+					    len - (uint64_t)off, 0);
+
+		if (n <= 0) {
+			rc = n < 0 ? -errno : -EIO;
+			break;
+		}
+	}
+	if (src >= 0)
+		close(src);
+	if (rc) {
+		LOCK(e);
+		input_tx_end(e, tx);
+		src = -1;
+		goto fail;
+	}
 	*out = tx;
 	*fd_out = tx->fd;
 	return 0;
 fail:
+	if (src >= 0)
+		close(src);
 	if (tx->fd >= 0) {
 		close(tx->fd);
 		unlinkat(e->os.tmp, tx->tmp, 0);
@@ -1073,14 +1101,6 @@ fail:
 	UNLOCK(e);
 	free(tx);
 	return rc;
-}
-
-static void input_tx_end(struct engine *e, struct input_tx *tx)
-{
-	struct job *j = job_find(e, tx->name);
-
-	if (j && j->busy_writers)
-		j->busy_writers--;
 }
 
 int engine_input_commit(struct engine *e, struct input_tx *tx)

@@ -1511,6 +1511,27 @@ static int add_raw_u64(cJSON *o, const char *name, uint64_t v)
 	return cJSON_AddRawToObject(o, name, num) != NULL;
 }
 
+/*
+ * A finite double as the shortest of %.15g, %.16g and %.17g that reads
+ * back as the same bits. cJSON's own printer accepts a text that reads
+ * back one unit in the last place away, which would make a spec change
+ * through spec_to_json() and back.
+ */
+static int add_raw_double(cJSON *o, const char *name, double v)
+{
+	char num[40];
+	int prec;
+
+	for (prec = 15; prec < 17; prec++) {
+		snprintf(num, sizeof(num), "%.*g", prec, v);
+		if (strtod(num, NULL) == v)
+			break;
+	}
+	if (prec == 17)
+		snprintf(num, sizeof(num), "%.17g", v);
+	return cJSON_AddRawToObject(o, name, num) != NULL;
+}
+
 static int add_env(cJSON *root, char *const *env)
 {
 	cJSON *o = cJSON_AddObjectToObject(root, "env");
@@ -1573,10 +1594,10 @@ char *spec_to_json(const struct spec *s)
 	    !cJSON_AddNumberToObject(root, "attempts", s->attempts))
 		goto free_root;
 	o = cJSON_AddObjectToObject(root, "backoff");
-	if (!o || !cJSON_AddNumberToObject(o, "initial", s->backoff_initial) ||
-	    !cJSON_AddNumberToObject(o, "factor", s->backoff_factor) ||
-	    !cJSON_AddNumberToObject(o, "max", s->backoff_max) ||
-	    !cJSON_AddNumberToObject(root, "timeout", s->timeout))
+	if (!o || !add_raw_double(o, "initial", s->backoff_initial) ||
+	    !add_raw_double(o, "factor", s->backoff_factor) ||
+	    !add_raw_double(o, "max", s->backoff_max) ||
+	    !add_raw_double(root, "timeout", s->timeout))
 		goto free_root;
 	o = cJSON_AddArrayToObject(root, "no_retry");
 	if (!o)

@@ -1,16 +1,22 @@
 #!/bin/sh
 # ci.sh - the meson test of one fuzz target (tests/fuzz/meson.build):
-# replay every seed, then fuzz for a short time.
+# replay every seed, then fuzz a fixed number of inputs.
 #
-#   ci.sh TARGET CORPUS OUTDIR SECONDS [DICT]
+#   ci.sh TARGET CORPUS OUTDIR RUNS [DICT]
 #
 # The replay runs each file of CORPUS once, as a regression test: a seed
-# that crashes, leaks or times out fails the test. The fuzzing step writes
-# what it finds to OUTDIR/new (never into CORPUS) and any crashing input
-# to OUTDIR/artifacts/, whose path it prints.
+# that crashes, leaks or times out fails the test. The fuzzing step runs
+# RUNS inputs from a fixed seed (FUZZ_SEED, default 1), so that every CI
+# run of the same commit tries the same inputs: a finding fails the commit
+# that brought it, not a later one by chance. It stops after FUZZ_CAP
+# seconds (default 120) on a slow machine. It writes what it finds to
+# OUTDIR/new (never into CORPUS) and any crashing input to
+# OUTDIR/artifacts/, whose path it prints. Exploring with other seeds is
+# what tests/fuzz/run.sh does.
 set -eu
 
-target=$1 corpus=$2 out=$3 seconds=$4 dict=${5:-}
+target=$1 corpus=$2 out=$3 runs=$4 dict=${5:-}
+seed=${FUZZ_SEED:-1} cap=${FUZZ_CAP:-120}
 
 # halt on the first UBSan report too, with a stack; known LeakSanitizer
 # noise is in lsan.supp
@@ -39,7 +45,8 @@ echo "replayed $replayed seeds in $(($(date +%s) - start)) s"
 
 status=0
 # shellcheck disable=SC2086  # dict_arg is one word or none
-"$target" -max_total_time="$seconds" -timeout=10 -print_final_stats=1 \
+"$target" -runs="$runs" -seed="$seed" -max_total_time="$cap" \
+	-timeout=10 -print_final_stats=1 \
 	-artifact_prefix="$out/artifacts/" $dict_arg \
 	"$out/new" "$corpus" >"$out/fuzz.log" 2>&1 || status=$?
 grep -E '^stat::(number_of_executed_units|average_exec_per_sec)' \

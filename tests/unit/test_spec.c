@@ -730,6 +730,13 @@ static void test_to_json(void)
 		   "\"params\":{\"big\":1e300,\"s\":\"\\ud83d\\ude00\"}}");
 	round_trip(__LINE__, "{\"command\":\"x\",\"chunking\":{\"by\":\"line\"},"
 		   "\"env\":{\"Z\":\"=\"},\"params\":[],\"output\":\"none\"}");
+	/* 15 significant digits read back one unit in the last place away
+	 * (found by fuzz_spec): the printer must give 17 */
+	round_trip(__LINE__, "{\"command\":\"c\",\"backoff\":{\"initial\":"
+		   "0.213333333333333001108713756},\"timeout\":0.5}");
+	round_trip(__LINE__, "{\"command\":\"c\",\"timeout\":"
+		   "0.30000000000000004,\"backoff\":{\"factor\":"
+		   "1.0000000000000002}}");
 
 	/* A zeroed spec still gives JSON (with a null command). */
 	memset(&zero, 0, sizeof(zero));
