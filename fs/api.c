@@ -18,6 +18,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "control.h"
@@ -27,6 +28,35 @@
 
 #define LOCK(e) pthread_mutex_lock(&(e)->lock)
 #define UNLOCK(e) pthread_mutex_unlock(&(e)->lock)
+
+#define SETTLE_MS 5000
+
+/*
+ * The job called name, once the attempts that a cancel killed have ended.
+ * After "echo cancel > control" the job is stopped, but its killed
+ * process trees take a moment to be reaped; an rmdir, a reset or a new
+ * spec or input written right after the cancel waits for that (at most
+ * SETTLE_MS) rather than failing with EBUSY. A job that is stopping for
+ * another reason (a pause lets its chunks finish) is returned as it is.
+ * With e->lock held, which the wait releases: the job may be gone after
+ * it (NULL).
+ */
+static struct job *job_find_settled(struct engine *e, const char *name)
+{
+	struct job *j = job_find(e, name);
+	struct timespec until;
+
+	if (!j || j->rec.mode != JOB_MODE_STOP || !job_active(j))
+		return j;
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_sec += SETTLE_MS / 1000;
+	while (j && j->rec.mode == JOB_MODE_STOP && job_active(j)) {
+		if (pthread_cond_timedwait(&e->idle, &e->lock, &until))
+			break;
+		j = job_find(e, name);
+	}
+	return j;
+}
 
 /* ------------------------------------------------------------------ */
 /* jobs */
@@ -153,7 +183,7 @@ int engine_job_delete(struct engine *e, const char *name)
 	int rc;
 
 	LOCK(e);
-	j = job_find(e, name);
+	j = job_find_settled(e, name);
 	if (!j) {
 		rc = -ENOENT;
 		goto out;
@@ -604,6 +634,12 @@ int engine_control(struct engine *e, const char *name, const char *buf,
 		struct release_ctx rel = { 0 };
 		uint32_t *list;
 
+		j = job_find_settled(e, name);
+		if (!j) { /* removed while the cancel settled */
+			control_free(&cmd);
+			UNLOCK(e);
+			return -ENOENT;
+		}
 		if (job_busy(j)) {
 			job_reject(j, "reset refused: the job is running; "
 				   "write cancel or pause first");
@@ -819,7 +855,7 @@ int engine_spec_writable(struct engine *e, const char *name)
 	int rc = 0;
 
 	LOCK(e);
-	j = job_find(e, name);
+	j = job_find_settled(e, name);
 	if (!j) {
 		rc = -ENOENT;
 	} else if (job_busy(j) || j->verifying) {
@@ -910,7 +946,7 @@ int engine_spec_set(struct engine *e, const char *name, const char *text,
 
 	rc = spec_parse(text, len, &s, err, sizeof(err));
 	LOCK(e);
-	j = job_find(e, name);
+	j = job_find_settled(e, name);
 	if (!j) {
 		if (!rc)
 			spec_release(&s);
@@ -1040,7 +1076,7 @@ int engine_input_begin(struct engine *e, const char *name, int trunc,
 		return -ENOMEM;
 	tx->fd = -1;
 	LOCK(e);
-	j = job_find(e, name);
+	j = job_find_settled(e, name);
 	if (!j) {
 		rc = -ENOENT;
 		goto fail;

@@ -1334,6 +1334,7 @@ static void attempt_ended(struct engine *e, struct attempt *a)
 	}
 	log_finish(a);
 	e->nrunning--;
+	pthread_cond_broadcast(&e->idle); /* job_find_settled() */
 
 	if (a->kill == KILL_CANCEL || a->kill == KILL_SHUTDOWN) {
 		/* Not the chunk's fault: back to pending, no attempt spent. */

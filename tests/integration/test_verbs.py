@@ -483,6 +483,26 @@ class Verbs(h.JobfsTestCase):
             self.new_events(job, before), "started")), [2, 3])
         self.assertEqual(h.read_bytes(d.path(job, "output.out")), want)
 
+    def test_writes_right_after_cancel(self):
+        """reset, a new spec and a new input written at once after cancel
+        wait for the killed workers instead of failing with EBUSY."""
+        d = self.d
+        for what in ("reset", "spec", "input"):
+            mark = self.marker()
+            job = self.ready_job("c" + what, n=2,
+                                 env={"TW_HANG": 1, "TW_MARK": mark})
+            d.do(job, "resume")
+            d.wait_until(lambda: self.workers(mark), 5, "a worker")
+            d.do(job, "cancel")
+            if what == "reset":
+                d.do(job, "reset")
+            elif what == "spec":
+                d.set_spec(job, h.tw_spec({"TW_MARK": mark}))
+            else:
+                d.set_input(job, h.paragraphs(3))
+            self.assertEqual(self.workers(mark), [])
+            self.assertEqual(d.sj(job)["chunks"]["running"], 0)
+
     # -- rmdir ------------------------------------------------------------
 
     def test_rmdir(self):
@@ -494,10 +514,12 @@ class Verbs(h.JobfsTestCase):
         self.assertRejected(job, h.errno_of(os.rmdir, d.path(job)),
                             errno.EBUSY, "rmdir refused")
         self.assertIn(job, os.listdir(d.mnt))
+        # rmdir right after cancel: it waits for the killed workers to be
+        # reaped instead of failing with EBUSY
         d.do(job, "cancel")
-        d.wait_until(lambda: not self.workers(mark), 5, "workers to die")
         os.rmdir(d.path(job))
         self.assertNotIn(job, os.listdir(d.mnt))
+        self.assertEqual(self.workers(mark), [])
         # its data left the store: input, events, logs
         for sub in ("inputs", "events", "logs"):
             self.assertEqual(os.listdir(os.path.join(d.store, sub)), [],
