@@ -700,6 +700,7 @@ int engine_open(const struct engine_opts *o, struct executor *ex,
 	e->ex = ex;
 	e->wake[0] = e->wake[1] = -1;
 	pthread_mutex_init(&e->lock, NULL);
+	pthread_mutex_init(&e->scratch_lock, NULL);
 	pthread_cond_init(&e->idle, NULL);
 	pthread_cond_init(&e->commit_cond, NULL);
 	pthread_cond_init(&e->encode_cond, NULL);
@@ -802,6 +803,104 @@ static void attempt_unlink(struct engine *e, struct attempt *a)
 	}
 }
 
+/*
+ * Scratch directories are kept for reuse when that is safe: allocating a
+ * directory inode and freeing it again is, with the output file, most of
+ * what a tiny chunk costs the daemon (on ext4 each new inode is searched
+ * for past the recently freed ones). A directory goes to the pool only
+ * after a successful attempt whose tree the executor reports contained
+ * (nothing of it left to write there), once the output has been moved
+ * out, and only if it is still an empty directory of mode 0700 that is
+ * ours (scratch_reusable). Everything else is removed as before. The
+ * pool holds at most SCRATCH_POOL_MAX names; what is in it at close is
+ * removed, and what a crash leaves is cleared at the next open with the
+ * other temps.
+ */
+#define SCRATCH_POOL_MAX 64
+
+static int scratch_reusable(struct engine *e, const char *name)
+{
+	struct stat st;
+	struct dirent *de;
+	DIR *d;
+	int fd, empty = 1;
+
+	fd = openat(e->os.scratch, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW |
+		    O_CLOEXEC);
+	if (fd < 0)
+		return 0;
+	if (fstat(fd, &st) < 0 || !S_ISDIR(st.st_mode) ||
+	    st.st_uid != geteuid() || (st.st_mode & 07777) != 0700) {
+		close(fd);
+		return 0;
+	}
+	d = fdopendir(fd);
+	if (!d) {
+		close(fd);
+		return 0;
+	}
+	while (empty && (de = readdir(d)))
+		if (strcmp(de->d_name, ".") && strcmp(de->d_name, ".."))
+			empty = 0;
+	closedir(d);
+	return empty;
+}
+
+/* Put a's scratch directory in the pool, or remove it. Without the
+ * engine lock. */
+static void scratch_release(struct engine *e, struct attempt *a)
+{
+	int kept = 0;
+
+	if (!a->scratch[0])
+		return;
+	if (a->res.contained && !a->res.exec_errno &&
+	    scratch_reusable(e, a->scratch)) {
+		pthread_mutex_lock(&e->scratch_lock);
+		if (e->nscratch_pool < SCRATCH_POOL_MAX) {
+			if (!e->scratch_pool)
+				e->scratch_pool = malloc(SCRATCH_POOL_MAX *
+						sizeof(*e->scratch_pool));
+			if (e->scratch_pool) {
+				snprintf(e->scratch_pool[e->nscratch_pool++],
+					 sizeof(*e->scratch_pool), "%s",
+					 a->scratch);
+				kept = 1;
+			}
+		}
+		pthread_mutex_unlock(&e->scratch_lock);
+	}
+	if (!kept)
+		objstore_rmtree(e->os.scratch, a->scratch);
+	a->scratch[0] = '\0';
+}
+
+/* A pooled scratch directory's name into a->scratch: 1, or 0 when the
+ * pool is empty. */
+static int scratch_take(struct engine *e, struct attempt *a)
+{
+	int got = 0;
+
+	pthread_mutex_lock(&e->scratch_lock);
+	if (e->nscratch_pool) {
+		e->nscratch_pool--;
+		snprintf(a->scratch, sizeof(a->scratch), "%s",
+			 e->scratch_pool[e->nscratch_pool]);
+		got = 1;
+	}
+	pthread_mutex_unlock(&e->scratch_lock);
+	return got;
+}
+
+static void scratch_pool_free(struct engine *e)
+{
+	for (size_t i = 0; i < e->nscratch_pool; i++)
+		objstore_rmtree(e->os.scratch, e->scratch_pool[i]);
+	free(e->scratch_pool);
+	e->scratch_pool = NULL;
+	e->nscratch_pool = 0;
+}
+
 /* The log of a chunk is made on the first byte of stderr: most workers
  * print nothing, and a file create per chunk costs more than the rest of
  * starting it when the commit thread's fsyncs hold the journal. */
@@ -857,9 +956,12 @@ static int attempt_start(struct engine *e, struct job *j, uint32_t n)
 	if (r.end > j->input_size)
 		a->in_off = a->in_end = 0;
 
-	snprintf(a->scratch, sizeof(a->scratch), "%" PRIu64 "-%" PRIu32
-		 "-%" PRIu32 "-%lx", j->id, n, a->number,
-		 (unsigned long)(mono_now() * 1e6));
+	if (!scratch_take(e, a))
+		snprintf(a->scratch, sizeof(a->scratch), "%" PRIu64 "-%"
+			 PRIu32 "-%" PRIu32 "-%lx", j->id, n, a->number,
+			 (unsigned long)(mono_now() * 1e6));
+	else
+		a->scratch_reused = 1;
 	snprintf(cwd, sizeof(cwd), "%s/scratch/%s", e->os.path, a->scratch);
 	snprintf(outpath, sizeof(outpath), "JOBFS_OUTPUT=%s/output.%s", cwd,
 		 j->spec.ext);
@@ -921,7 +1023,7 @@ static int attempt_start(struct engine *e, struct job *j, uint32_t n)
 	job_set_cs(j, n, CS_RUNNING);
 	e->nrunning++;
 	pthread_mutex_unlock(&e->lock);
-	if (mkdirat(e->os.scratch, a->scratch, 0700) < 0) {
+	if (!a->scratch_reused && mkdirat(e->os.scratch, a->scratch, 0700) < 0) {
 		rc = -errno;
 		a->scratch[0] = '\0';
 	}
@@ -1577,14 +1679,8 @@ static void commit_batch(struct engine *e, struct attempt **batch, size_t n,
 	/* The scratch directories are not needed any more (the outputs
 	 * were moved out, the workers are reaped): remove them here rather
 	 * than with the lock held. */
-	for (size_t i = 0; i < n; i++) {
-		struct attempt *a = batch[i];
-
-		if (a->scratch[0]) {
-			objstore_rmtree(e->os.scratch, a->scratch);
-			a->scratch[0] = '\0';
-		}
-	}
+	for (size_t i = 0; i < n; i++)
+		scratch_release(e, batch[i]);
 
 	/* Step 3: one transaction for the whole batch, without the lock; if
 	 * the map is full, made again with the lock held, after the map
@@ -1991,6 +2087,7 @@ void engine_close(struct engine *e)
 	free(e->jobs);
 	free(e->commitq);
 	free(e->dead);
+	scratch_pool_free(e);
 	db_close(e->db);
 	objstore_close(&e->os);
 	if (e->wake[0] >= 0)
@@ -1998,6 +2095,7 @@ void engine_close(struct engine *e)
 	if (e->wake[1] >= 0)
 		close(e->wake[1]);
 	pthread_mutex_destroy(&e->lock);
+	pthread_mutex_destroy(&e->scratch_lock);
 	pthread_cond_destroy(&e->idle);
 	pthread_cond_destroy(&e->commit_cond);
 	pthread_cond_destroy(&e->encode_cond);

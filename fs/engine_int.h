@@ -81,6 +81,7 @@ struct attempt {
 	int out_fd;                  /* stdout temp file */
 	char out_name[96];
 	char scratch[96];            /* name under scratch/ */
+	int scratch_reused;          /* scratch came from the pool */
 	int64_t started_ms;
 	double started_mono, deadline_mono;
 	enum kill_reason kill;
@@ -181,6 +182,12 @@ struct engine {
 
 	pthread_cond_t encode_cond;
 	int encode_wanted, stop_encode;
+
+	/* Scratch directories of attempts whose tree was contained and
+	 * left them empty, kept for the next attempts (scratch_take()). */
+	pthread_mutex_t scratch_lock;
+	char (*scratch_pool)[96];
+	size_t nscratch_pool;
 
 	int wake[2];                  /* self-pipe for the scheduler */
 	pthread_t sched_thread, commit_thread, encode_thread;

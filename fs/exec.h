@@ -46,6 +46,10 @@ struct exec_result {
 	int signaled;    /* 1: killed by signal `code`; 0: exited with `code` */
 	int code;
 	double cpu_seconds; /* user + system time of the main process */
+	int contained;   /* 1: the tree ran in a pids cgroup that had no
+			  * process left when the main one was reaped, so
+			  * nothing of the attempt can still write to its
+			  * working directory; 0: not known */
 };
 
 struct executor;

@@ -356,23 +356,29 @@ static void cg_retry_left(struct local_executor *ex)
 	ex->cg_nleft = k;
 }
 
-static void cg_release(struct local_executor *ex, unsigned long n)
+/* Remove attempt cgroup n; 1 when it was empty (nothing of the tree
+ * left), 0 when members had to be killed or it stays behind. */
+static int cg_release(struct local_executor *ex, unsigned long n)
 {
 	char name[64];
 	if (ex == NULL || ex->cg_base < 0 || n == 0)
-		return;
+		return 0;
 	cg_name(name, sizeof name, ex->cg_owner, n);
+	/* An empty cgroup goes at the first rmdir: the tree is gone. */
+	if (unlinkat(ex->cg_base, name, AT_REMOVEDIR) == 0)
+		return 1;
 	if (cg_remove(ex->cg_base, name) == 0)
-		return;
+		return 0;
 	if (ex->cg_nleft == ex->cg_capleft) {
 		size_t cap = ex->cg_capleft ? ex->cg_capleft * 2 : 16;
 		void *p = realloc(ex->cg_left, cap * sizeof *ex->cg_left);
 		if (p == NULL)
-			return; /* stays behind; removed at the next start */
+			return 0; /* stays behind; removed at the next start */
 		ex->cg_left = p;
 		ex->cg_capleft = cap;
 	}
 	ex->cg_left[ex->cg_nleft++] = n;
+	return 0;
 }
 
 /* Remove what daemons that are gone left in base: "jobfs-PID-N" with PID
@@ -1101,7 +1107,8 @@ static int collect(struct exec_attempt *a, int block)
 done:
 	a->reaped = 1;
 	running_unlink(a);
-	cg_release(a->ex, a->cg); /* kills what left the group */
+	/* kills what is left in the group; contained when nothing was */
+	a->result.contained = cg_release(a->ex, a->cg);
 	a->cg = 0;
 	return 0;
 }

@@ -221,6 +221,33 @@ def paragraphs(n, tag="p"):
 # ---------------------------------------------------------------------
 # the daemon
 
+def pids_cgroup_usable():
+    """Can this process make a pids cgroup (what jobfs will try)?"""
+    with open("/proc/self/mountinfo") as f:
+        mountinfo = f.read().splitlines()
+    with open("/proc/self/cgroup") as f:
+        cgroups = f.read().splitlines()
+    for line in mountinfo:
+        parts = line.split(" - ")
+        if len(parts) != 2:
+            continue
+        fstype, _, opts = parts[1].split()[:3]
+        mp = parts[0].split()[4]
+        if fstype == "cgroup" and "pids" in opts.split(","):
+            path = [x.split(":", 2)[2].strip() for x in cgroups
+                    if "pids" in x.split(":")[1].split(",")]
+            if path:
+                d = mp + path[0].rstrip("/") + "/jobfs-test-probe"
+                try:
+                    os.mkdir(d)
+                    ok = os.path.exists(d + "/pids.max")
+                    os.rmdir(d)
+                    return ok
+                except OSError:
+                    return False
+    return False
+
+
 class Daemon:
     """One jobfs daemon on a fresh store and mountpoint (or on given ones,
     to restart on the same store). start() returns when the mount answers;

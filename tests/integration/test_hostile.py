@@ -100,33 +100,6 @@ def vm_hwm_mib(pid):
     return 0.0
 
 
-def pids_cgroup_usable():
-    """Can this process make a pids cgroup (what jobfs will try)?"""
-    with open("/proc/self/mountinfo") as f:
-        mountinfo = f.read().splitlines()
-    with open("/proc/self/cgroup") as f:
-        cgroups = f.read().splitlines()
-    for line in mountinfo:
-        parts = line.split(" - ")
-        if len(parts) != 2:
-            continue
-        fstype, _, opts = parts[1].split()[:3]
-        mp = parts[0].split()[4]
-        if fstype == "cgroup" and "pids" in opts.split(","):
-            path = [x.split(":", 2)[2].strip() for x in cgroups
-                    if "pids" in x.split(":")[1].split(",")]
-            if path:
-                d = mp + path[0].rstrip("/") + "/jobfs-test-probe"
-                try:
-                    os.mkdir(d)
-                    ok = os.path.exists(d + "/pids.max")
-                    os.rmdir(d)
-                    return ok
-                except OSError:
-                    return False
-    return False
-
-
 class Hostile(h.JobfsTestCase):
     daemon_args = ("--max-input=%d" % (CAP_MIB << 20),)
 
@@ -236,7 +209,7 @@ class Hostile(h.JobfsTestCase):
         return most, left
 
     def test_fork_bomb(self):
-        if os.geteuid() == 0 and not pids_cgroup_usable():
+        if os.geteuid() == 0 and not h.pids_cgroup_usable():
             self.skipTest("root without a pids cgroup: RLIMIT_NPROC does "
                           "not bind root, so nothing bounds a fork bomb")
         # 3000 sleepers asked for, the worker survives the failed forks
@@ -257,7 +230,7 @@ class Hostile(h.JobfsTestCase):
         self.finish("fork bombs")
 
     def test_setsid_escape_is_killed(self):
-        if not pids_cgroup_usable():
+        if not h.pids_cgroup_usable():
             self.skipTest("no pids cgroup: a setsid'd process escapes "
                           "(docs/security.md)")
         d = self.d

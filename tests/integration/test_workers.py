@@ -278,6 +278,44 @@ class Workers(h.JobfsTestCase):
         for cwd in dirs:
             self.assertFalse(os.path.exists(cwd), "%s was left" % cwd)
 
+    def test_scratch_reused_only_when_clean(self):
+        """A scratch directory goes to the next attempt only if nothing of
+        its attempt is left: every worker must find an empty cwd of mode
+        0700, whatever the ones before it did there."""
+        d = self.d
+        n = 16
+        cmd = ('test -z "$(ls -A)" || { echo "dirty: $(ls -A)" >&2; '
+               'exit 9; }; '
+               'test "$(stat -c %a .)" = 700 || { echo mode >&2; exit 8; }; '
+               'pwd; '
+               # long enough for the previous chunk's commit to hand its
+               # directory back, so that each one is taken two chunks on
+               'sleep 0.1; '
+               'case $JOBFS_CHUNK in '
+               '3|11) touch junk ;; '
+               '5) mkdir -p deep/er && touch deep/er/x ;; '
+               '7) chmod 500 . ;; '
+               '9) (sleep 30 > bg.out &) ;; '
+               '13) echo out > "$JOBFS_OUTPUT" ;; '
+               'esac')
+        d.mkjob("scr", {"command": cmd, "attempts": 1},
+                "".join("p%d.\n\n" % i for i in range(n)))
+        d.run_job("scr", timeout=60)
+        sj = d.sj("scr")
+        self.assertEqual(sj["chunks"]["done"], n, d.status("scr"))
+        dirs = [h.read_text(d.path("scr", "chunks", name)).split("\n")[0]
+                for name in d.chunk_names("scr") if name != "0013.out"]
+        self.assertEqual(h.read_text(d.path("scr", "chunks", "0013.out")),
+                         "out\n")
+        if h.pids_cgroup_usable():
+            # one attempt at a time: the clean ones hand their directory
+            # on, the dirty ones (3, 5, 7, 9, 11) do not
+            self.assertLess(len(set(dirs)), n - 1,
+                            "no scratch directory was reused")
+        else:
+            self.assertEqual(len(set(dirs)), n - 1,
+                             "reused without a pids cgroup")
+
     def test_max_output_kills_the_worker(self):
         d = self.d
         self.job("m", {"TW_SIZE": 1000000}, text="one.\n",
