@@ -80,7 +80,9 @@ int engine_name_ok(const char *name)
 {
 	size_t n = strlen(name);
 
-	if (n < 1 || n > 64 || name[0] == '.')
+	/* '.' starts the names jobfs keeps for itself; '-' would read as an
+	 * option in `rm -r NAME` and the like */
+	if (n < 1 || n > 64 || name[0] == '.' || name[0] == '-')
 		return 0;
 	for (size_t i = 0; i < n; i++) {
 		char c = name[i];

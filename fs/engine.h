@@ -58,7 +58,8 @@ void engine_close(struct engine *e);
 
 /* ---- the tree ---- */
 
-/* Valid job name: 1-64 bytes of [A-Za-z0-9._-], not starting with '.'. */
+/* Valid job name: 1-64 bytes of [A-Za-z0-9._-], not starting with '.' or
+ * '-'. */
 int engine_name_ok(const char *name);
 
 int engine_job_create(struct engine *e, const char *name);

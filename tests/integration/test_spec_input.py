@@ -171,25 +171,43 @@ class Spec(h.JobfsTestCase):
 
     def test_job_names(self):
         d = self.d
-        bad = [".hidden", "..x", "a" * 65, "with space", "caf\u00e9",
-               "tab\there", "new\nline", "semi;colon", "star*", "a:b",
-               "q?", "back\\slash"]
+        bad = [".hidden", "..x", ".jobfs", "a" * 65, "with space",
+               "caf\u00e9", "tab\there", "new\nline", "cr\rx", "esc\x1b[0m",
+               "del\x7f", "nul\x01", "semi;colon", "star*", "a:b", "q?",
+               "back\\slash", "-dash", "-", "--rf", "-n"]
         for name in bad:
             self.assertErrno(h.errno_of(os.mkdir, d.path(name)),
                              errno.EINVAL, "for mkdir %r" % name)
+        # bytes that are not UTF-8
+        for name in (b"\xff", b"ok\xc3", b"\xc0\xaf", b"a\xed\xa0\x80"):
+            path = os.fsencode(d.mnt) + b"/" + name
+            self.assertErrno(h.errno_of(os.mkdir, path), errno.EINVAL,
+                             "for mkdir %r" % name)
+        # long names, past NAME_MAX and FUSE's 1024 too, reach jobfs's
+        # lookup and get its EINVAL
+        for n in (255, 256, 1024, 1025, 3000):
+            self.assertErrno(h.errno_of(os.mkdir, d.path("b" * n)),
+                             errno.EINVAL, "for a %d-byte name" % n)
+        # a '/' makes a path: its first part is not a job
+        self.assertErrno(h.errno_of(os.mkdir, d.path("x/y")), errno.ENOENT)
         # "." and ".." never reach the filesystem: the kernel answers
         for name in (".", ".."):
             self.assertErrno(h.errno_of(os.mkdir, d.path(name)),
                              (errno.EEXIST, errno.EINVAL),
                              "for mkdir %r" % name)
         self.assertEqual(os.listdir(d.mnt), [])
-        good = ["a", "A-Z_0.9", "x" * 64, "ch1", "v1.2", "-dash", "_u"]
+        good = ["a", "A-Z_0.9", "x" * 64, "ch1", "v1.2", "dash-", "_u",
+                "9", "a..b"]
         for name in good:
             os.mkdir(d.path(name))
         self.assertEqual(sorted(os.listdir(d.mnt)), sorted(good))
         self.assertErrno(h.errno_of(os.mkdir, d.path("a")), errno.EEXIST)
         self.assertErrno(h.errno_of(os.mkdir, d.path("a", "sub")),
                          (errno.EPERM, errno.EACCES))
+        # nothing refused reached the store: a new daemon lists the same
+        d.stop(keep_dirs=True)
+        d2 = self.new_daemon(store=d.store, mnt=d.mnt)
+        self.assertEqual(sorted(os.listdir(d2.mnt)), sorted(good))
 
 
 class InputLimit(h.JobfsTestCase):
