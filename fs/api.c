@@ -670,13 +670,8 @@ int engine_control(struct engine *e, const char *name, const char *buf,
 			j->run_done = 0;
 			for (size_t i = 0; i < rel.n; i++)
 				engine_mark_dead(e, rel.dead[i]);
-			for (uint32_t c = 1; c <= j->nchunks; c++) {
-				char ln[64];
-
-				snprintf(ln, sizeof(ln), "%" PRIu64 "/%" PRIu32
-					 ".log", j->id, c);
-				unlinkat(e->os.logs, ln, 0);
-			}
+			for (uint32_t c = 1; c <= j->nchunks; c++)
+				log_unlink(e->os.logs, j->id, c);
 			job_event(j, 0, "reset", NULL);
 		}
 		free(list);
@@ -1528,30 +1523,32 @@ int engine_chunk_remove(struct engine *e, const char *name, uint32_t n)
 	return rc;
 }
 
-static int log_name(struct engine *e, const char *name, uint32_t n,
-		    char *buf, size_t len)
+/* The id of the job called name, if it has a chunk n. */
+static int log_job(struct engine *e, const char *name, uint32_t n,
+		   uint64_t *id)
 {
 	struct job *j = job_find(e, name);
 
 	if (!j || n < 1 || n > j->nchunks)
 		return -ENOENT;
-	snprintf(buf, len, "%" PRIu64 "/%" PRIu32 ".log", j->id, n);
+	*id = j->id;
 	return 0;
 }
 
 int engine_log_open(struct engine *e, const char *name, uint32_t n,
 		    int *fd_out)
 {
-	char ln[64];
+	uint64_t id;
 	int rc;
 
 	LOCK(e);
-	rc = log_name(e, name, n, ln, sizeof(ln));
+	rc = log_job(e, name, n, &id);
 	if (!rc) {
-		*fd_out = openat(e->os.logs, ln, O_RDONLY | O_NOFOLLOW |
-				 O_CLOEXEC);
-		if (*fd_out < 0)
-			rc = -errno;
+		rc = log_open(e->os.logs, id, n, O_RDONLY);
+		if (rc >= 0) {
+			*fd_out = rc;
+			rc = 0;
+		}
 	}
 	UNLOCK(e);
 	return rc;
@@ -1561,13 +1558,13 @@ int engine_log_stat(struct engine *e, const char *name, uint32_t n,
 		    uint64_t *size, int64_t *mtime_ms)
 {
 	struct stat st;
-	char ln[64];
+	uint64_t id;
 	int rc;
 
 	LOCK(e);
-	rc = log_name(e, name, n, ln, sizeof(ln));
-	if (!rc && fstatat(e->os.logs, ln, &st, AT_SYMLINK_NOFOLLOW) < 0)
-		rc = -errno;
+	rc = log_job(e, name, n, &id);
+	if (!rc)
+		rc = log_stat(e->os.logs, id, n, &st);
 	if (!rc) {
 		*size = (uint64_t)st.st_size;
 		*mtime_ms = (int64_t)st.st_mtim.tv_sec * 1000 +

@@ -903,20 +903,75 @@ static void scratch_pool_free(struct engine *e)
 	e->nscratch_pool = 0;
 }
 
+/*
+ * logs/ID/N.log, reached through a descriptor of logs/ID opened with
+ * O_NOFOLLOW (objstore_dir_open), so that a symlink planted as logs/ID
+ * leads nowhere outside the store. log_at() opens the directory (making
+ * it when create is set) and writes the file's name; the caller closes
+ * the descriptor.
+ */
+static int log_at(int logs, uint64_t job, uint32_t n, int create,
+		  char name[32])
+{
+	char dir[24];
+	int fd, rc;
+
+	snprintf(dir, sizeof(dir), "%" PRIu64, job);
+	snprintf(name, 32, "%" PRIu32 ".log", n);
+	rc = objstore_dir_open(logs, dir, create, &fd);
+	return rc ? rc : fd;
+}
+
+int log_open(int logs, uint64_t job, uint32_t n, int flags)
+{
+	char name[32];
+	int dfd = log_at(logs, job, n, (flags & O_CREAT) != 0, name), fd;
+
+	if (dfd < 0)
+		return dfd;
+	fd = openat(dfd, name, flags | O_NOFOLLOW | O_CLOEXEC, 0600);
+	if (fd < 0)
+		fd = -errno;
+	close(dfd);
+	return fd;
+}
+
+int log_unlink(int logs, uint64_t job, uint32_t n)
+{
+	char name[32];
+	int dfd = log_at(logs, job, n, 0, name), rc;
+
+	if (dfd < 0)
+		return dfd == -ENOENT ? 0 : dfd;
+	rc = unlinkat(dfd, name, 0) < 0 && errno != ENOENT ? -errno : 0;
+	close(dfd);
+	return rc;
+}
+
+int log_stat(int logs, uint64_t job, uint32_t n, struct stat *st)
+{
+	char name[32];
+	int dfd = log_at(logs, job, n, 0, name), rc;
+
+	if (dfd < 0)
+		return dfd;
+	rc = fstatat(dfd, name, st, AT_SYMLINK_NOFOLLOW) < 0 ? -errno : 0;
+	close(dfd);
+	return rc;
+}
+
 /* The log of a chunk is made on the first byte of stderr: most workers
  * print nothing, and a file create per chunk costs more than the rest of
  * starting it when the commit thread's fsyncs hold the journal. */
 static void open_log(struct attempt *a)
 {
-	char dir[32], name[64];
+	int fd;
 
 	a->log_tried = 1;
-	snprintf(dir, sizeof(dir), "%" PRIu64, a->job->id);
-	if (mkdirat(a->logs_dir, dir, 0700) < 0 && errno != EEXIST)
-		return;
-	snprintf(name, sizeof(name), "%s/%" PRIu32 ".log", dir, a->n);
-	a->log_fd = openat(a->logs_dir, name, O_WRONLY | O_CREAT | O_TRUNC |
-			   O_NOFOLLOW | O_CLOEXEC, 0600);
+	fd = log_open(a->logs_dir, a->job->id, a->n, O_WRONLY | O_CREAT |
+		      O_TRUNC);
+	if (fd >= 0)
+		a->log_fd = fd;
 }
 
 /* Start one attempt of chunk n. Called with e->lock held, from the
@@ -1036,14 +1091,10 @@ static int attempt_start(struct engine *e, struct job *j, uint32_t n)
 			a->out_name[0] = '\0';
 	}
 	if (!rc) {
-		char ln[64];
-
 		crashpoint("tmp-created");
 		/* the previous attempt's log goes; this one's comes with
 		 * its first stderr byte */
-		snprintf(ln, sizeof(ln), "%" PRIu64 "/%" PRIu32 ".log", j->id,
-			 n);
-		unlinkat(e->os.logs, ln, 0);
+		log_unlink(e->os.logs, j->id, n);
 		if (pipe2(inp, O_CLOEXEC) < 0 || pipe2(errp, O_CLOEXEC) < 0)
 			rc = -errno;
 	}

@@ -12,6 +12,7 @@
 
 #include <pthread.h>
 #include <stdint.h>
+#include <sys/stat.h>
 
 #include "audio.h"
 #include "db.h"
@@ -196,6 +197,12 @@ struct engine {
 };
 
 /* engine.c */
+/* A chunk's log, logs/ID/N.log, never through a symlink; log_open()
+ * returns an fd (O_CREAT makes logs/ID too), all three a negative errno
+ * on failure (log_unlink: 0 when there was none). */
+int log_open(int logs, uint64_t job, uint32_t n, int flags);
+int log_unlink(int logs, uint64_t job, uint32_t n);
+int log_stat(int logs, uint64_t job, uint32_t n, struct stat *st);
 double mono_now(void);
 int64_t wall_ms(void);
 struct job *job_find(struct engine *e, const char *name);

@@ -17,9 +17,14 @@
 
 static int open_subdir(int dirfd, const char *name, int *out)
 {
+	return objstore_dir_open(dirfd, name, 1, out);
+}
+
+int objstore_dir_open(int dirfd, const char *name, int create, int *out)
+{
 	int fd;
 
-	if (mkdirat(dirfd, name, 0700) < 0 && errno != EEXIST)
+	if (create && mkdirat(dirfd, name, 0700) < 0 && errno != EEXIST)
 		return -errno;
 	fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW |
 		    O_CLOEXEC);
@@ -266,30 +271,35 @@ int objstore_publish_nosync(struct objstore *os, int fd, int dirfd,
 int objstore_open_obj(struct objstore *os, const uint8_t sha[SHA_LEN],
 		      int *fd_out)
 {
-	char dir[3], file[SHA_HEX_LEN + 4];
-	int fd;
+	char dir[3], file[SHA_HEX_LEN + 1];
+	int sub, fd, rc;
 
-	obj_path(sha, dir, file + 3);
-	memcpy(file, dir, 2);
-	file[2] = '/';
-	fd = FAULT("jobfs/open", EIO) ? -1 :
-		openat(os->objects, file, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-	if (fd < 0)
+	obj_path(sha, dir, file);
+	if (FAULT("jobfs/open", EIO))
 		return -errno;
-	*fd_out = fd;
-	return 0;
+	rc = objstore_dir_open(os->objects, dir, 0, &sub);
+	if (rc)
+		return rc;
+	fd = openat(sub, file, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+	rc = fd < 0 ? -errno : 0;
+	close(sub);
+	if (!rc)
+		*fd_out = fd;
+	return rc;
 }
 
 int objstore_unlink_obj(struct objstore *os, const uint8_t sha[SHA_LEN])
 {
-	char dir[3], file[SHA_HEX_LEN + 4];
+	char dir[3], file[SHA_HEX_LEN + 1];
+	int sub, rc;
 
-	obj_path(sha, dir, file + 3);
-	memcpy(file, dir, 2);
-	file[2] = '/';
-	if (unlinkat(os->objects, file, 0) < 0 && errno != ENOENT)
-		return -errno;
-	return 0;
+	obj_path(sha, dir, file);
+	rc = objstore_dir_open(os->objects, dir, 0, &sub);
+	if (rc)
+		return rc == -ENOENT ? 0 : rc;
+	rc = unlinkat(sub, file, 0) < 0 && errno != ENOENT ? -errno : 0;
+	close(sub);
+	return rc;
 }
 
 long objstore_sweep(struct objstore *os, objstore_live_fn is_live, void *arg)

@@ -85,6 +85,16 @@ long objstore_sweep(struct objstore *os, objstore_live_fn is_live, void *arg);
  * the number of entries removed. */
 long objstore_clear_temps(struct objstore *os);
 
+/*
+ * Open the directory name right below dirfd (made first, mode 0700, when
+ * create is set), never through a symlink: a symlink planted there gives
+ * -ENOTDIR (or -ELOOP), so nothing outside the store is reached through
+ * it. Paths of two components (objects/xx/SHA, logs/ID/N.log) go through
+ * this and then one name relative to the fd, never as "a/b", which would
+ * follow a symlinked "a". The caller closes *out.
+ */
+int objstore_dir_open(int dirfd, const char *name, int create, int *out);
+
 /* Remove a directory tree below dirfd (worker scratch, job logs). */
 int objstore_rmtree(int dirfd, const char *name);
 

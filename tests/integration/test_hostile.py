@@ -252,5 +252,64 @@ class Hostile(h.JobfsTestCase):
         self.finish("setsid escape")
 
 
+class PlantedSymlinks(h.JobfsTestCase):
+    """Symlinks planted in the store lead nowhere: jobfs neither reads,
+    writes nor removes anything outside it through them."""
+
+    def snapshot(self, top):
+        got = {}
+        for root, _, files in os.walk(top):
+            for f in files:
+                p = os.path.join(root, f)
+                got[p] = h.read_bytes(p)
+        return got
+
+    def test_planted_symlinks(self):
+        d = self.d
+        d.mkjob("j", h.tw_spec({"TW_STDERR": "100"}), h.paragraphs(3))
+        d.run_job("j")
+        store = d.store
+        self.assertTrue(os.listdir(os.path.join(store, "logs")))
+        d.stop(keep_dirs=True)
+        # every objects/xx/ and logs/ID/ moves out and a symlink to it
+        # takes its place: the files jobfs would look for are there
+        outside = os.path.join(os.path.dirname(store), "outside")
+        os.mkdir(outside)
+        for sub in ("objects", "logs"):
+            base = os.path.join(store, sub)
+            for x in os.listdir(base):
+                to = os.path.join(outside, sub + "-" + x)
+                os.rename(os.path.join(base, x), to)
+                os.symlink(to, os.path.join(base, x))
+        before = self.snapshot(outside)
+        self.assertTrue(before)
+        d2 = self.new_daemon(store=store, mnt=d.mnt)
+        # reads: no chunk file or log shows what is outside
+        for name in ("0001.out", "0002.out"):
+            self.assertNotEqual(h.errno_of(h.read_bytes,
+                                           d2.path("j", "chunks", name)), 0)
+        self.assertNotEqual(h.errno_of(h.read_bytes,
+                                       d2.path("j", "logs", "0001.log")), 0)
+        # writes and removals: run every chunk again, then reset
+        d2.do("j", "reset")
+        d2.do("j", "start")
+        d2.wait_for("j", ("done", "failed"), timeout=60)
+        d2.do("j", "reset")
+        os.rmdir(d2.path("j"))
+        self.assertEqual(self.snapshot(outside), before,
+                         "files outside the store changed")
+        d2.stop(keep_dirs=True)
+        # a store whose tmp/ is a symlink is refused at start
+        tmp = os.path.join(store, "tmp")
+        os.rmdir(tmp)
+        os.mkdir(os.path.join(outside, "tmp"))
+        os.symlink(os.path.join(outside, "tmp"), tmp)
+        d3 = h.Daemon(store=store, mnt=d.mnt)
+        self.addCleanup(d3.stop)
+        with self.assertRaises(RuntimeError):
+            d3.start()
+        self.assertEqual(os.listdir(os.path.join(outside, "tmp")), [])
+
+
 if __name__ == "__main__":
     h.main()
