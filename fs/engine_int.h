@@ -180,6 +180,7 @@ struct engine {
 	uint8_t (*dead)[SHA_LEN];     /* objects that may have no refs left */
 	size_t ndead, capdead;
 	pthread_cond_t commit_cond;
+	size_t committed_since_drop;  /* the commit thread's own */
 
 	pthread_cond_t encode_cond;
 	int encode_wanted, stop_encode;

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <lmdb.h>
@@ -507,6 +508,46 @@ static void drop_map_pages(struct db *db, const char *lo, const char *hi)
 	if (!lo || mdb_env_get_flags(db->env, &flags) || (flags & MDB_WRITEMAP))
 		return;
 	madvise((void *)a, (uintptr_t)hi - a + 1, MADV_DONTNEED);
+}
+
+void db_drop_map(struct db *db)
+{
+	char line[4608];
+	unsigned flags;
+	struct stat st;
+	FILE *f;
+	int fd;
+
+	if (mdb_env_get_flags(db->env, &flags) || (flags & MDB_WRITEMAP) ||
+	    mdb_env_get_fd(db->env, &fd) || fstat(fd, &st) < 0)
+		return;
+	/* wlock: no resize moves the map while its range is in use here */
+	pthread_mutex_lock(&db->wlock);
+	f = fopen("/proc/self/maps", "re");
+	while (f && fgets(line, sizeof(line), f)) {
+		unsigned long lo, hi, off, ino;
+		unsigned maj, mnr;
+		char perms[8];
+		const char *name;
+		size_t len = strlen(line);
+
+		if (len && line[len - 1] == '\n')
+			line[--len] = '\0';
+		name = strrchr(line, '/');
+		if (sscanf(line, "%lx-%lx %7s %lx %x:%x %lu", &lo, &hi, perms,
+			   &off, &maj, &mnr, &ino) != 7 || ino != st.st_ino ||
+		    !name || strcmp(name, "/data.mdb"))
+			continue;
+		/* only a shared mapping that we cannot write: dropping its
+		 * page table entries loses nothing, a read faults the page
+		 * back from the file */
+		if (perms[0] != 'r' || perms[1] != '-' || perms[3] != 's')
+			continue;
+		madvise((void *)lo, hi - lo, MADV_DONTNEED);
+	}
+	if (f)
+		fclose(f);
+	pthread_mutex_unlock(&db->wlock);
 }
 
 int db_chunk_iter(struct db_txn *t, uint64_t job, uint32_t from,

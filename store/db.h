@@ -165,6 +165,17 @@ int db_chunk_iter(struct db_txn *t, uint64_t job, uint32_t from,
 /* Delete every chunk record of a job. */
 int db_chunk_del_all(struct db_txn *t, uint64_t job);
 
+/*
+ * Give back every page of data.mdb that this process has mapped: each
+ * commit walks the B-tree through LMDB's read-only map, so over a
+ * million-chunk run the whole file becomes part of the daemon's resident
+ * size. Only the page table entries go (the map is shared and never
+ * writable); the pages stay in the page cache and fault back in when
+ * read. Safe beside open read transactions; waits for a write
+ * transaction to end. Uses /proc/self/maps to find the map.
+ */
+void db_drop_map(struct db *db);
+
 /* objects. db_obj_ref adds delta (+1/-1) to an object's reference count,
  * creating the record at +1 and deleting it when it reaches 0; *refs_out
  * (may be NULL) gets the count after. */

@@ -245,6 +245,83 @@ static void test_objects(void)
 	CHECK(objstore_open(name, &os, err, sizeof(err)) == -ENOTDIR);
 }
 
+/* Resident kB of this process's mappings of a file named data.mdb. */
+static long mdb_rss_kb(void)
+{
+	char line[4608];
+	long kb = 0, v;
+	int in = 0;
+	FILE *f = fopen("/proc/self/smaps", "r");
+
+	while (f && fgets(line, sizeof(line), f)) {
+		char *nl = strchr(line, '\n'), *sp;
+
+		if (nl)
+			*nl = '\0';
+		sp = strchr(line, ' ');
+		if (sp && strchr(line, '-') && strchr(line, '-') < sp)
+			in = strlen(line) > 9 &&
+			     !strcmp(line + strlen(line) - 9, "/data.mdb");
+		else if (in && sscanf(line, "Rss: %ld kB", &v) == 1)
+			kb += v;
+	}
+	if (f)
+		fclose(f);
+	return kb;
+}
+
+static int touch_chunk(void *arg, uint32_t n, const struct chunk_rec *r,
+		       const char *err, size_t errlen)
+{
+	(void)n;
+	(void)err;
+	(void)errlen;
+	*(uint64_t *)arg += r->start;
+	return 0;
+}
+
+/* db_drop_map: the pages a walk of 200,000 records mapped leave the
+ * resident size, and the records read the same afterwards. */
+static void test_drop_map(void)
+{
+	char dir[300], err[256] = "";
+	struct db *db;
+	struct db_txn *t;
+	struct chunk_rec cr = { 0 };
+	uint64_t sum1 = 0, sum2 = 0;
+	long before, after;
+	int rc = 0;
+
+	snprintf(dir, sizeof(dir), "%s/dropdb", root);
+	CHECK(mkdir(dir, 0700) == 0);
+	CHECK(db_open(dir, 0, &db, err, sizeof(err)) == 0);
+	CHECK(db_begin(db, 1, &t) == 0);
+	for (uint32_t n = 1; n <= 200000 && !rc; n++) {
+		cr.start = n;
+		rc = db_chunk_put(t, 7, n, &cr, NULL);
+	}
+	CHECK(rc == 0);
+	CHECK(db_commit(t) == 0);
+	/* a write transaction walks through the map too */
+	CHECK(db_begin(db, 1, &t) == 0);
+	CHECK(db_chunk_iter(t, 7, 1, touch_chunk, &sum1) == 0);
+	CHECK(db_commit(t) == 0);
+	before = mdb_rss_kb();
+	db_drop_map(db);
+	after = mdb_rss_kb();
+	CHECK(before > 8 * 1024); /* about 40 MiB of records were mapped */
+	CHECK(after < 1024);
+	if (before <= 8 * 1024 || after >= 1024)
+		fprintf(stderr, "data.mdb resident: %ld kB, then %ld kB\n",
+			before, after);
+	CHECK(db_begin(db, 0, &t) == 0);
+	CHECK(db_chunk_iter(t, 7, 1, touch_chunk, &sum2) == 0);
+	db_abort(t);
+	CHECK_EQ_U64(sum1, sum2);
+	CHECK_EQ_U64(sum1, (uint64_t)200000 * 200001 / 2);
+	db_close(db);
+}
+
 int main(void)
 {
 	char cmd[300];
@@ -257,6 +334,7 @@ int main(void)
 	test_sha();
 	test_db();
 	test_objects();
+	test_drop_map();
 	snprintf(cmd, sizeof(cmd), "rm -rf %s", root);
 	if (system(cmd) != 0)
 		fprintf(stderr, "could not remove %s\n", root);
