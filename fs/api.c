@@ -1111,12 +1111,13 @@ int engine_input_begin(struct engine *e, const char *name, int trunc,
 			break;
 		}
 	}
-	if (src >= 0)
+	if (src >= 0) {
 		close(src);
+		src = -1;
+	}
 	if (rc) {
 		LOCK(e);
 		input_tx_end(e, tx);
-		src = -1;
 		goto fail;
 	}
 	*out = tx;

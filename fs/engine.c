@@ -818,8 +818,6 @@ static void attempt_unlink(struct engine *e, struct attempt *a)
  * removed, and what a crash leaves is cleared at the next open with the
  * other temps.
  */
-#define SCRATCH_POOL_MAX 64
-
 static int scratch_reusable(struct engine *e, const char *name)
 {
 	struct stat st;
@@ -860,15 +858,9 @@ static void scratch_release(struct engine *e, struct attempt *a)
 	    scratch_reusable(e, a->scratch)) {
 		pthread_mutex_lock(&e->scratch_lock);
 		if (e->nscratch_pool < SCRATCH_POOL_MAX) {
-			if (!e->scratch_pool)
-				e->scratch_pool = malloc(SCRATCH_POOL_MAX *
-						sizeof(*e->scratch_pool));
-			if (e->scratch_pool) {
-				snprintf(e->scratch_pool[e->nscratch_pool++],
-					 sizeof(*e->scratch_pool), "%s",
-					 a->scratch);
-				kept = 1;
-			}
+			snprintf(e->scratch_pool[e->nscratch_pool++],
+				 sizeof(e->scratch_pool[0]), "%s", a->scratch);
+			kept = 1;
 		}
 		pthread_mutex_unlock(&e->scratch_lock);
 	}
@@ -898,8 +890,6 @@ static void scratch_pool_free(struct engine *e)
 {
 	for (size_t i = 0; i < e->nscratch_pool; i++)
 		objstore_rmtree(e->os.scratch, e->scratch_pool[i]);
-	free(e->scratch_pool);
-	e->scratch_pool = NULL;
 	e->nscratch_pool = 0;
 }
 
@@ -988,7 +978,7 @@ static int attempt_start(struct engine *e, struct job *j, uint32_t n)
 	char *shargv[4];
 	int inp[2] = { -1, -1 }, errp[2] = { -1, -1 };
 	struct exec_request req = { 0 };
-	int rc;
+	int rc, reused;
 
 	rc = db_begin(e->db, 0, &t);
 	if (rc)
@@ -1013,12 +1003,11 @@ static int attempt_start(struct engine *e, struct job *j, uint32_t n)
 	if (r.end > j->input_size)
 		a->in_off = a->in_end = 0;
 
-	if (!scratch_take(e, a))
+	reused = scratch_take(e, a);
+	if (!reused)
 		snprintf(a->scratch, sizeof(a->scratch), "%" PRIu64 "-%"
 			 PRIu32 "-%" PRIu32 "-%lx", j->id, n, a->number,
 			 (unsigned long)(mono_now() * 1e6));
-	else
-		a->scratch_reused = 1;
 	snprintf(cwd, sizeof(cwd), "%s/scratch/%s", e->os.path, a->scratch);
 	snprintf(outpath, sizeof(outpath), "JOBFS_OUTPUT=%s/output.%s", cwd,
 		 j->spec.ext);
@@ -1080,7 +1069,7 @@ static int attempt_start(struct engine *e, struct job *j, uint32_t n)
 	job_set_cs(j, n, CS_RUNNING);
 	e->nrunning++;
 	pthread_mutex_unlock(&e->lock);
-	if (!a->scratch_reused && mkdirat(e->os.scratch, a->scratch, 0700) < 0) {
+	if (!reused && mkdirat(e->os.scratch, a->scratch, 0700) < 0) {
 		rc = -errno;
 		a->scratch[0] = '\0';
 	}

@@ -82,7 +82,6 @@ struct attempt {
 	int out_fd;                  /* stdout temp file */
 	char out_name[96];
 	char scratch[96];            /* name under scratch/ */
-	int scratch_reused;          /* scratch came from the pool */
 	int64_t started_ms;
 	double started_mono, deadline_mono;
 	enum kill_reason kill;
@@ -160,6 +159,8 @@ struct job {
 	int deleted;
 };
 
+#define SCRATCH_POOL_MAX 64           /* scratch directories kept */
+
 struct engine {
 	pthread_mutex_t lock;
 	pthread_cond_t idle;          /* signalled when attempts end */
@@ -188,7 +189,7 @@ struct engine {
 	/* Scratch directories of attempts whose tree was contained and
 	 * left them empty, kept for the next attempts (scratch_take()). */
 	pthread_mutex_t scratch_lock;
-	char (*scratch_pool)[96];
+	char scratch_pool[SCRATCH_POOL_MAX][96];
 	size_t nscratch_pool;
 
 	int wake[2];                  /* self-pipe for the scheduler */

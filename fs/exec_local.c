@@ -325,11 +325,14 @@ static void cg_kill_members(int dirfd)
 	close(fd);
 }
 
-/* Remove cgroup name under base, killing what is left in it. Returns 0
- * when it is gone, -EBUSY while members are still dying. */
+/* Remove cgroup name under base, killing what is left in it. Returns 1
+ * when it was empty (the first rmdir took it), 0 when it is gone
+ * otherwise, -EBUSY while members are still dying. */
 static int cg_remove(int base, const char *name)
 {
-	if (unlinkat(base, name, AT_REMOVEDIR) == 0 || errno == ENOENT)
+	if (unlinkat(base, name, AT_REMOVEDIR) == 0)
+		return 1;
+	if (errno == ENOENT)
 		return 0;
 	if (errno != EBUSY)
 		return 0; /* not ours to fight over */
@@ -350,7 +353,7 @@ static void cg_retry_left(struct local_executor *ex)
 	for (size_t i = 0; i < ex->cg_nleft; i++) {
 		char name[64];
 		cg_name(name, sizeof name, ex->cg_owner, ex->cg_left[i]);
-		if (cg_remove(ex->cg_base, name) != 0)
+		if (cg_remove(ex->cg_base, name) < 0)
 			ex->cg_left[k++] = ex->cg_left[i];
 	}
 	ex->cg_nleft = k;
@@ -361,14 +364,13 @@ static void cg_retry_left(struct local_executor *ex)
 static int cg_release(struct local_executor *ex, unsigned long n)
 {
 	char name[64];
+	int rc;
 	if (ex == NULL || ex->cg_base < 0 || n == 0)
 		return 0;
 	cg_name(name, sizeof name, ex->cg_owner, n);
-	/* An empty cgroup goes at the first rmdir: the tree is gone. */
-	if (unlinkat(ex->cg_base, name, AT_REMOVEDIR) == 0)
-		return 1;
-	if (cg_remove(ex->cg_base, name) == 0)
-		return 0;
+	rc = cg_remove(ex->cg_base, name);
+	if (rc >= 0)
+		return rc;
 	if (ex->cg_nleft == ex->cg_capleft) {
 		size_t cap = ex->cg_capleft ? ex->cg_capleft * 2 : 16;
 		void *p = realloc(ex->cg_left, cap * sizeof *ex->cg_left);

@@ -1522,13 +1522,11 @@ static int add_raw_double(cJSON *o, const char *name, double v)
 	char num[40];
 	int prec;
 
-	for (prec = 15; prec < 17; prec++) {
+	for (prec = 15; prec <= 17; prec++) {
 		snprintf(num, sizeof(num), "%.*g", prec, v);
-		if (strtod(num, NULL) == v)
+		if (prec == 17 || strtod(num, NULL) == v)
 			break;
 	}
-	if (prec == 17)
-		snprintf(num, sizeof(num), "%.17g", v);
 	return cJSON_AddRawToObject(o, name, num) != NULL;
 }
 
