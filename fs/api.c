@@ -765,7 +765,7 @@ static int verb_verify(struct engine *e, struct job *j)
 		uint64_t size;
 		int fd;
 
-		rc = objstore_open_obj(&e->os, v->obj, &fd);
+		rc = engine_obj_open(e, v->obj, &fd);
 		if (rc) {
 			v->bad = 1;
 			snprintf(v->why, sizeof(v->why), "output missing: %s",
@@ -1491,7 +1491,7 @@ int engine_chunk_open(struct engine *e, const char *name, uint32_t n,
 	LOCK(e);
 	rc = done_rec(e, name, n, &j, &r);
 	if (!rc) {
-		rc = objstore_open_obj(&e->os, r.obj, fd_out);
+		rc = engine_obj_open(e, r.obj, fd_out);
 		if (rc == -ENOENT)
 			rc = -EIO; /* recorded done, object gone: verify
 				    * finds it */
@@ -1855,7 +1855,7 @@ static int view_fd(struct output_view *v, uint32_t i)
 	if (v->fd >= 0)
 		close(v->fd);
 	v->fd = -1;
-	if (objstore_open_obj(&v->e->os, v->obj[i], &v->fd))
+	if (engine_obj_open(v->e, v->obj[i], &v->fd))
 		return -EIO;
 	v->fd_idx = i;
 	return v->fd;
@@ -1960,7 +1960,7 @@ int engine_encoded_open(struct engine *e, const char *name, int *fd_out)
 	LOCK(e);
 	j = job_find(e, name);
 	if (j && job_enc_valid(e, j))
-		rc = objstore_open_obj(&e->os, j->rec.enc_obj, fd_out);
+		rc = engine_obj_open(e, j->rec.enc_obj, fd_out);
 	UNLOCK(e);
 	return rc;
 }

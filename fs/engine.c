@@ -701,6 +701,14 @@ int engine_open(const struct engine_opts *o, struct executor *ex,
 	e->o = *o;
 	e->ex = ex;
 	e->wake[0] = e->wake[1] = -1;
+	e->inline_max = o->inline_max < 0 ? 0 : o->inline_max == 0 ?
+		ENGINE_INLINE_DEFAULT : (size_t)o->inline_max;
+	if (o->inline_max > DB_INLINE_MAX) {
+		snprintf(err, errlen, "inline_max %d is over %d", o->inline_max,
+			 DB_INLINE_MAX);
+		free(e);
+		return -EINVAL;
+	}
 	pthread_mutex_init(&e->lock, NULL);
 	pthread_mutex_init(&e->scratch_lock, NULL);
 	pthread_cond_init(&e->idle, NULL);
@@ -790,6 +798,7 @@ static void attempt_free(struct engine *e, struct attempt *a)
 		unlinkat(e->os.tmp, a->out_name, 0);
 	if (a->scratch[0])
 		objstore_rmtree(e->os.scratch, a->scratch);
+	free(a->inl);
 	free(a->tail);
 	free(a->inbuf);
 	free(a);
@@ -894,6 +903,71 @@ static void scratch_pool_free(struct engine *e)
 }
 
 /*
+ * The stdout temp file of an attempt whose output was kept in LMDB is
+ * emptied and kept for a next attempt, for the same reason and on the
+ * same condition as its scratch directory: the tree was contained, so no
+ * process is left that could write into it. The worker never holds our
+ * descriptor: it gets its own open of the file (attempt_start), so what
+ * it does to its descriptor (O_APPEND, O_DIRECT, the offset) ends with
+ * it. The file must still be a regular file of mode 0600, ours, with one
+ * link. What is in the pool at close is removed; a crash leaves it in
+ * tmp/, which the next open empties.
+ */
+static void out_release(struct engine *e, struct attempt *a)
+{
+	struct stat st;
+	int kept = 0;
+
+	if (a->out_fd < 0 || !a->out_name[0] || a->out_moved ||
+	    !a->res.contained || a->res.exec_errno)
+		return;
+	if (fstat(a->out_fd, &st) < 0 || !S_ISREG(st.st_mode) ||
+	    st.st_nlink != 1 || st.st_uid != geteuid() ||
+	    (st.st_mode & 07777) != 0600 || ftruncate(a->out_fd, 0) < 0)
+		return;
+	pthread_mutex_lock(&e->scratch_lock);
+	if (e->nout_pool < OUT_POOL_MAX) {
+		struct pooled_out *p = &e->out_pool[e->nout_pool++];
+
+		p->fd = a->out_fd;
+		snprintf(p->name, sizeof(p->name), "%s", a->out_name);
+		kept = 1;
+	}
+	pthread_mutex_unlock(&e->scratch_lock);
+	if (kept) {
+		a->out_fd = -1;
+		a->out_name[0] = '\0';
+	}
+}
+
+/* A pooled stdout file into a->out_fd and a->out_name: 1, or 0 when the
+ * pool is empty. */
+static int out_take(struct engine *e, struct attempt *a)
+{
+	int got = 0;
+
+	pthread_mutex_lock(&e->scratch_lock);
+	if (e->nout_pool) {
+		struct pooled_out *p = &e->out_pool[--e->nout_pool];
+
+		a->out_fd = p->fd;
+		snprintf(a->out_name, sizeof(a->out_name), "%s", p->name);
+		got = 1;
+	}
+	pthread_mutex_unlock(&e->scratch_lock);
+	return got;
+}
+
+static void out_pool_free(struct engine *e)
+{
+	for (size_t i = 0; i < e->nout_pool; i++) {
+		close(e->out_pool[i].fd);
+		unlinkat(e->os.tmp, e->out_pool[i].name, 0);
+	}
+	e->nout_pool = 0;
+}
+
+/*
  * logs/ID/N.log, reached through a descriptor of logs/ID opened with
  * O_NOFOLLOW (objstore_dir_open), so that a symlink planted as logs/ID
  * leads nowhere outside the store. log_at() opens the directory (making
@@ -976,7 +1050,7 @@ static int attempt_start(struct engine *e, struct job *j, uint32_t n)
 	char *jobvars[7];
 	char **env = NULL;
 	char *shargv[4];
-	int inp[2] = { -1, -1 }, errp[2] = { -1, -1 };
+	int inp[2] = { -1, -1 }, errp[2] = { -1, -1 }, wfd = -1;
 	struct exec_request req = { 0 };
 	int rc, reused;
 
@@ -1073,11 +1147,19 @@ static int attempt_start(struct engine *e, struct job *j, uint32_t n)
 		rc = -errno;
 		a->scratch[0] = '\0';
 	}
-	if (!rc) {
+	if (!rc && !out_take(e, a)) {
 		rc = objstore_tmp_create(&e->os, "out", a->out_name,
 					 sizeof(a->out_name), &a->out_fd);
 		if (rc)
 			a->out_name[0] = '\0';
+	}
+	/* the worker's stdout is an open of its own, so that nothing it
+	 * does to that descriptor reaches ours (out_release) */
+	if (!rc) {
+		wfd = openat(e->os.tmp, a->out_name, O_WRONLY | O_NOFOLLOW |
+			     O_CLOEXEC);
+		if (wfd < 0)
+			rc = -errno;
 	}
 	if (!rc) {
 		crashpoint("tmp-created");
@@ -1089,10 +1171,12 @@ static int attempt_start(struct engine *e, struct job *j, uint32_t n)
 	}
 	if (!rc) {
 		req.stdin_fd = inp[0];
-		req.stdout_fd = a->out_fd;
+		req.stdout_fd = wfd;
 		req.stderr_fd = errp[1];
 		rc = exec_start(e->ex, &req, &a->ex);
 	}
+	if (wfd >= 0)
+		close(wfd);
 	pthread_mutex_lock(&e->lock);
 	exec_env_free(env);
 	env = NULL;
@@ -1444,6 +1528,7 @@ static int pick_output(struct engine *e, struct attempt *a, int *dirfd,
 			    0) {
 				close(a->out_fd);
 				a->out_fd = ofd;
+				a->out_moved = 1;
 				close(sdir);
 				goto stdout_file;
 			}
@@ -1583,6 +1668,53 @@ void job_check_finished(struct engine *e, struct job *j)
 }
 
 /* ------------------------------------------------------------------ */
+/* reading objects */
+
+int engine_obj_open(struct engine *e, const uint8_t sha[SHA_LEN],
+		    int *fd_out)
+{
+	struct db_txn *t = NULL;
+	const void *data;
+	size_t len, off = 0;
+	int rc, fd;
+
+	rc = db_begin(e->db, 0, &t);
+	if (rc)
+		return rc;
+	rc = db_obj_inline(t, sha, &data, &len);
+	if (rc) {
+		db_abort(t);
+		/* a file (-ENODATA), or no record: the file decides */
+		return objstore_open_obj(&e->os, sha, fd_out);
+	}
+	fd = memfd_create("jobfs-object", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+	if (fd < 0) {
+		rc = -errno;
+		db_abort(t);
+		return rc;
+	}
+	while (!rc && off < len) {
+		ssize_t n = write(fd, (const char *)data + off, len - off);
+
+		if (n < 0 && errno != EINTR)
+			rc = -errno;
+		else if (n > 0)
+			off += (size_t)n;
+	}
+	db_abort(t);
+	if (!rc && (lseek(fd, 0, SEEK_SET) < 0 ||
+		    fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW |
+			  F_SEAL_WRITE | F_SEAL_SEAL) < 0))
+		rc = -errno;
+	if (rc) {
+		close(fd);
+		return rc;
+	}
+	*fd_out = fd;
+	return 0;
+}
+
+/* ------------------------------------------------------------------ */
 /* the commit thread */
 
 /*
@@ -1614,6 +1746,43 @@ static int publish_audio(struct engine *e, struct attempt *a, int *created)
 		unlinkat(e->os.tmp, name, 0);
 	close(fd);
 	return a->commit_rc = rc;
+}
+
+/*
+ * A small output is kept in LMDB (steps 1-2 are skipped: the commit of
+ * step 3 makes its bytes durable with the record). Reads the whole file
+ * into a->inl and hashes it; returns 1, or 0 to publish it as a file
+ * (too big, not a regular file, or a read that failed or came up short).
+ */
+static int take_inline(struct engine *e, struct attempt *a, int fd)
+{
+	struct stat st;
+	size_t size, got = 0;
+	char *buf;
+
+	if (!e->inline_max || fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) ||
+	    (uint64_t)st.st_size > e->inline_max)
+		return 0;
+	size = (size_t)st.st_size;
+	buf = malloc(size + 1);
+	if (!buf)
+		return 0;
+	while (got < size) {
+		ssize_t n = pread(fd, buf + got, size - got, (off_t)got);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		got += (size_t)n;
+	}
+	if (got != size || sha_buf(buf, size, a->obj)) {
+		free(buf);
+		return 0;
+	}
+	a->inl = buf;
+	a->obj_size = size;
+	return 1;
 }
 
 /* Step 3 of the protocol for a batch: one LMDB transaction marks every
@@ -1652,7 +1821,8 @@ static int commit_records(struct engine *e, struct attempt **batch, size_t n,
 		r.channels = a->fmt.channels;
 		r.enc = a->fmt.enc;
 		r.frames = a->fmt.frames;
-		rc = db_obj_ref(t, a->obj, a->obj_size, +1, NULL);
+		rc = db_obj_ref_inline(t, a->obj, a->obj_size, a->inl, +1,
+				       NULL);
 		if (!rc)
 			rc = db_chunk_put(t, a->job->id, a->n, &r, "");
 	}
@@ -1689,6 +1859,10 @@ static void commit_batch(struct engine *e, struct attempt **batch, size_t n,
 		a->out_fd = fd;
 		if (SPEC_IS_AUDIO(a->job->spec.output)) {
 			rc = publish_audio(e, a, &created);
+		} else if (take_inline(e, a, fd)) {
+			rc = a->commit_rc = 0;
+			out_release(e, a);
+			continue;
 		} else {
 			rc = objstore_publish_nosync(&e->os, fd, dirfd, name,
 						     a->obj, &a->obj_size,
@@ -2144,6 +2318,7 @@ void engine_close(struct engine *e)
 	free(e->commitq);
 	free(e->dead);
 	scratch_pool_free(e);
+	out_pool_free(e);
 	db_close(e->db);
 	objstore_close(&e->os);
 	if (e->wake[0] >= 0)

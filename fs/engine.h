@@ -28,7 +28,13 @@ struct engine_opts {
 	uint32_t max_chunks;    /* chunks per job */
 	uint32_t max_jobs;
 	uint64_t map_size;      /* initial LMDB map size, 0 = default */
+	int inline_max;         /* outputs up to this many bytes are kept in
+				 * LMDB, not as files: 0 = the default
+				 * (ENGINE_INLINE_DEFAULT), < 0 = none; at
+				 * most DB_INLINE_MAX (1984) */
 };
+
+#define ENGINE_INLINE_DEFAULT 1024
 
 /*
  * Open the store's LMDB environment and run startup recovery: remove temp

@@ -81,6 +81,8 @@ struct attempt {
 	size_t tail_len, tail_pos;
 	int out_fd;                  /* stdout temp file */
 	char out_name[96];
+	int out_moved;               /* out_fd is now the worker's
+				      * JOBFS_OUTPUT file */
 	char scratch[96];            /* name under scratch/ */
 	int64_t started_ms;
 	double started_mono, deadline_mono;
@@ -91,6 +93,8 @@ struct attempt {
 	char commit_err[160];
 	uint8_t obj[SHA_LEN];
 	uint64_t obj_size;
+	char *inl;                   /* the output's bytes when it is kept
+				      * in LMDB (up to inline_max) */
 	struct audio_fmt fmt;        /* audio jobs: the samples' format */
 };
 
@@ -160,6 +164,7 @@ struct job {
 };
 
 #define SCRATCH_POOL_MAX 64           /* scratch directories kept */
+#define OUT_POOL_MAX 64               /* stdout temp files kept */
 
 struct engine {
 	pthread_mutex_t lock;
@@ -187,10 +192,15 @@ struct engine {
 	int encode_wanted, stop_encode;
 
 	/* Scratch directories of attempts whose tree was contained and
-	 * left them empty, kept for the next attempts (scratch_take()). */
+	 * left them empty, and their emptied stdout temp files, kept for
+	 * the next attempts (scratch_take(), out_take()). scratch_lock
+	 * guards both pools. */
 	pthread_mutex_t scratch_lock;
 	char scratch_pool[SCRATCH_POOL_MAX][96];
 	size_t nscratch_pool;
+	struct pooled_out { int fd; char name[96]; } out_pool[OUT_POOL_MAX];
+	size_t nout_pool;
+	size_t inline_max;            /* outputs kept in LMDB up to this */
 
 	int wake[2];                  /* self-pipe for the scheduler */
 	pthread_t sched_thread, commit_thread, encode_thread;
@@ -205,6 +215,10 @@ struct engine {
 int log_open(int logs, uint64_t job, uint32_t n, int flags);
 int log_unlink(int logs, uint64_t job, uint32_t n);
 int log_stat(int logs, uint64_t job, uint32_t n, struct stat *st);
+/* An object's bytes: its file, or for an object kept in LMDB a sealed
+ * memfd holding them. -ENOENT if it is gone. */
+int engine_obj_open(struct engine *e, const uint8_t sha[SHA_LEN],
+		    int *fd_out);
 double mono_now(void);
 int64_t wall_ms(void);
 struct job *job_find(struct engine *e, const char *name);

@@ -37,6 +37,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "db.h"
 #include "engine.h"
 #include "exec.h"
 #include "fsops.h"
@@ -57,6 +58,7 @@ struct options {
 	unsigned max_jobs;
 	unsigned long long map_size;
 	unsigned readahead_kb;
+	unsigned inline_max;
 	int help, version;
 };
 
@@ -74,6 +76,7 @@ static const struct fuse_opt option_spec[] = {
 	OPT("--max-jobs=%u", max_jobs),
 	OPT("--map-size=%llu", map_size),
 	OPT("--readahead=%u", readahead_kb),
+	OPT("--inline-max=%u", inline_max),
 	OPT("-h", help),
 	OPT("--help", help),
 	OPT("-V", version),
@@ -102,6 +105,9 @@ static void usage(const char *prog)
 "                         doubles when three quarters full)\n"
 "    --readahead=KB       the mount's read-ahead, set when run as root\n"
 "                         (default 1024; 0 leaves the kernel's 128)\n"
+"    --inline-max=BYTES   chunk outputs up to this size are kept in LMDB,\n"
+"                         larger ones as files (default 1024, at most\n"
+"                         1984; 0 keeps every output as a file)\n"
 "    -f                   stay in the foreground\n"
 "    -d                   FUSE debug output (implies -f)\n"
 "    -s                   single-threaded FUSE loop\n"
@@ -449,6 +455,7 @@ int main(int argc, char *argv[])
 	o.max_chunks = 1000000;
 	o.max_jobs = 10000;
 	o.readahead_kb = 1024;
+	o.inline_max = ENGINE_INLINE_DEFAULT;
 	if (fuse_opt_parse(&args, &o, option_spec, NULL) < 0)
 		return 2;
 	if (o.help || o.version) {
@@ -511,6 +518,11 @@ int main(int argc, char *argv[])
 			"--max-input must be positive\n");
 		return 2;
 	}
+	if (o.inline_max > DB_INLINE_MAX) {
+		fprintf(stderr, "jobfs: --inline-max is at most %d bytes\n",
+			DB_INLINE_MAX);
+		return 2;
+	}
 
 	check_mountpoint(mp);
 	signal(SIGPIPE, SIG_IGN);
@@ -538,6 +550,7 @@ int main(int argc, char *argv[])
 	eo.max_chunks = o.max_chunks;
 	eo.max_jobs = o.max_jobs;
 	eo.map_size = o.map_size;
+	eo.inline_max = o.inline_max ? (int)o.inline_max : -1;
 	rc = engine_open(&eo, ex, &e, err, sizeof(err));
 	if (rc)
 		die("%s", err[0] ? err : strerror(-rc));

@@ -40,6 +40,12 @@ struct db_txn {
 	struct db *db;
 	MDB_txn *txn;
 	int write;
+	/* objects whose count reached 0 in this transaction: their records
+	 * stay (with their inline bytes) until the commit, so that a +1
+	 * later in the same transaction finds them (a new plan releases
+	 * every old chunk, then takes the ones it reuses) */
+	uint8_t (*zero)[SHA_LEN];
+	size_t nzero, capzero;
 };
 
 /* Set when a transaction of this thread ran out of map. */
@@ -258,6 +264,8 @@ static int begin(struct db *db, int write, int grow, struct db_txn **out)
 	}
 	t->db = db;
 	t->write = write;
+	t->zero = NULL;
+	t->nzero = t->capzero = 0;
 	rc = mdb_txn_begin(db->env, NULL, write ? 0 : MDB_RDONLY, &t->txn);
 	if (rc == MDB_MAP_RESIZED) {
 		/* another process (the daemon, for jobfs-check) grew it */
@@ -285,14 +293,45 @@ int db_begin_nogrow(struct db *db, struct db_txn **out)
 	return begin(db, 1, 0, out);
 }
 
+static int obj_val(const MDB_val *v, struct obj_rec *out);
+
+/* Remove the objects records left at 0 references (struct db_txn). */
+static int drop_zero_refs(struct db_txn *t)
+{
+	for (size_t i = 0; i < t->nzero; i++) {
+		MDB_val k = { SHA_LEN, t->zero[i] }, v;
+		struct obj_rec r;
+		int rc = mdb_get(t->txn, t->db->objects, &k, &v);
+
+		if (rc == MDB_NOTFOUND)
+			continue; /* listed twice */
+		if (rc)
+			return db_err(rc);
+		rc = obj_val(&v, &r);
+		if (rc)
+			return rc;
+		if (r.refs == 0) {
+			rc = mdb_del(t->txn, t->db->objects, &k, NULL);
+			if (rc)
+				return db_err(rc);
+		}
+	}
+	return 0;
+}
+
 int db_commit(struct db_txn *t)
 {
-	int rc = mdb_txn_commit(t->txn);
+	int rc = t->nzero ? drop_zero_refs(t) : 0;
 
+	if (rc)
+		mdb_txn_abort(t->txn);
+	else
+		rc = db_err(mdb_txn_commit(t->txn));
 	if (t->write)
 		pthread_mutex_unlock(&t->db->wlock);
+	free(t->zero);
 	free(t);
-	return db_err(rc);
+	return rc;
 }
 
 void db_abort(struct db_txn *t)
@@ -302,6 +341,7 @@ void db_abort(struct db_txn *t)
 	mdb_txn_abort(t->txn);
 	if (t->write)
 		pthread_mutex_unlock(&t->db->wlock);
+	free(t->zero);
 	free(t);
 }
 
@@ -627,41 +667,112 @@ int db_chunk_del_all(struct db_txn *t, uint64_t job)
 	return rc == MDB_NOTFOUND || rc == 0 ? 0 : db_err(rc);
 }
 
+/* An objects value: the record, then nothing or exactly size bytes. */
+static int obj_val(const MDB_val *v, struct obj_rec *out)
+{
+	if (v->mv_size < sizeof(*out))
+		return -EIO;
+	memcpy(out, v->mv_data, sizeof(*out));
+	if (v->mv_size != sizeof(*out) &&
+	    v->mv_size - sizeof(*out) != out->size)
+		return -EIO;
+	return 0;
+}
+
 int db_obj_get(struct db_txn *t, const uint8_t sha[SHA_LEN],
 	       struct obj_rec *out)
 {
 	MDB_val k = { SHA_LEN, (void *)sha }, v;
 	int rc = db_err(mdb_get(t->txn, t->db->objects, &k, &v));
 
+	return rc ? rc : obj_val(&v, out);
+}
+
+int db_obj_inline(struct db_txn *t, const uint8_t sha[SHA_LEN],
+		  const void **data, size_t *len)
+{
+	MDB_val k = { SHA_LEN, (void *)sha }, v;
+	struct obj_rec r;
+	int rc = db_err(mdb_get(t->txn, t->db->objects, &k, &v));
+
+	if (!rc)
+		rc = obj_val(&v, &r);
 	if (rc)
 		return rc;
-	if (v.mv_size != sizeof(*out))
-		return -EIO;
-	memcpy(out, v.mv_data, sizeof(*out));
+	if (v.mv_size == sizeof(r))
+		return -ENODATA;
+	*data = (const char *)v.mv_data + sizeof(r);
+	*len = v.mv_size - sizeof(r);
 	return 0;
 }
 
-int db_obj_ref(struct db_txn *t, const uint8_t sha[SHA_LEN], uint64_t size,
-	       int delta, uint64_t *refs_out)
+int db_obj_ref_inline(struct db_txn *t, const uint8_t sha[SHA_LEN],
+		      uint64_t size, const void *data, int delta,
+		      uint64_t *refs_out)
 {
 	MDB_val k = { SHA_LEN, (void *)sha }, v;
 	struct obj_rec r = { 0, size };
+	const void *tail = data;
+	size_t tlen = data ? (size_t)size : 0;
 	int rc;
 
-	rc = db_obj_get(t, sha, &r);
-	if (rc && rc != -ENOENT)
+	if (data && size > DB_INLINE_MAX)
+		return -EINVAL;
+	rc = db_err(mdb_get(t->txn, t->db->objects, &k, &v));
+	if (!rc) {
+		rc = obj_val(&v, &r);
+		if (rc)
+			return rc;
+		/* keep what the record holds */
+		tail = (const char *)v.mv_data + sizeof(r);
+		tlen = v.mv_size - sizeof(r);
+	} else if (rc != -ENOENT) {
 		return rc;
+	}
 	if (delta < 0 && r.refs < (uint64_t)-delta)
 		return -EIO; /* would go negative: the counts are wrong */
 	r.refs += (uint64_t)(int64_t)delta;
 	if (refs_out)
 		*refs_out = r.refs;
-	if (r.refs == 0)
-		return rc == -ENOENT ? 0 :
-			db_err(mdb_del(t->txn, t->db->objects, &k, NULL));
-	v.mv_size = sizeof(r);
-	v.mv_data = &r;
-	return db_err(mdb_put(t->txn, t->db->objects, &k, &v, 0));
+	if (r.refs == 0) {
+		if (rc == -ENOENT)
+			return 0;
+		/* kept at 0 until the commit (drop_zero_refs) */
+		if (t->nzero == t->capzero) {
+			size_t cap = t->capzero ? t->capzero * 2 : 16;
+			void *p = realloc(t->zero, cap * SHA_LEN);
+
+			if (!p)
+				return -ENOMEM;
+			t->zero = p;
+			t->capzero = cap;
+		}
+		memcpy(t->zero[t->nzero++], sha, SHA_LEN);
+	}
+	if (!tlen) {
+		v.mv_size = sizeof(r);
+		v.mv_data = &r;
+		return db_err(mdb_put(t->txn, t->db->objects, &k, &v, 0));
+	}
+	{
+		/* the old value may sit on a page this put rewrites: copy
+		 * it out first */
+		char buf[sizeof(r) + DB_INLINE_MAX];
+
+		if (tlen > DB_INLINE_MAX)
+			return -EIO;
+		memcpy(buf, &r, sizeof(r));
+		memmove(buf + sizeof(r), tail, tlen);
+		v.mv_size = sizeof(r) + tlen;
+		v.mv_data = buf;
+		return db_err(mdb_put(t->txn, t->db->objects, &k, &v, 0));
+	}
+}
+
+int db_obj_ref(struct db_txn *t, const uint8_t sha[SHA_LEN], uint64_t size,
+	       int delta, uint64_t *refs_out)
+{
+	return db_obj_ref_inline(t, sha, size, NULL, delta, refs_out);
 }
 
 int db_stat(struct db *db, uint64_t *map_bytes, uint64_t *chunk_records)

@@ -7,7 +7,8 @@
  *   jobs     job name -> struct job_rec followed by the spec text
  *   chunks   (job id u64 BE, chunk number u32 BE) -> struct chunk_rec
  *            followed by the last error text (no NUL)
- *   objects  SHA-256 of an output -> struct obj_rec (reference count, size)
+ *   objects  SHA-256 of an output -> struct obj_rec (reference count, size),
+ *            followed by the output's bytes when it is kept inline
  *
  * Keys are big-endian so that a cursor walks one job's chunks in order.
  * Chunk numbers start at 1 as everywhere a user sees them.
@@ -178,11 +179,34 @@ void db_drop_map(struct db *db);
 
 /* objects. db_obj_ref adds delta (+1/-1) to an object's reference count,
  * creating the record at +1 and deleting it when it reaches 0; *refs_out
- * (may be NULL) gets the count after. */
+ * (may be NULL) gets the count after. A count change keeps the record's
+ * inline bytes. */
 int db_obj_get(struct db_txn *t, const uint8_t sha[SHA_LEN],
 	       struct obj_rec *out);
 int db_obj_ref(struct db_txn *t, const uint8_t sha[SHA_LEN], uint64_t size,
 	       int delta, uint64_t *refs_out);
+
+/*
+ * Small outputs are kept inside their objects record instead of as a file
+ * in objects/: the record's value is the obj_rec followed by the size
+ * bytes. DB_INLINE_MAX keeps record, key and LMDB's node header within
+ * one node of a 4 KiB page (no overflow pages).
+ *
+ * db_obj_ref_inline adds delta like db_obj_ref; when it creates the
+ * record (delta +1 on an unknown object), the size bytes at data become
+ * part of it. An existing record is left as it is: the same hash means
+ * the same bytes, whether they are inline or in a file.
+ *
+ * db_obj_inline points *data at an object's inline bytes (valid until the
+ * transaction ends; *len is their length): 0, -ENOENT without a record,
+ * -ENODATA when the object is a file.
+ */
+#define DB_INLINE_MAX 1984
+int db_obj_ref_inline(struct db_txn *t, const uint8_t sha[SHA_LEN],
+		      uint64_t size, const void *data, int delta,
+		      uint64_t *refs_out);
+int db_obj_inline(struct db_txn *t, const uint8_t sha[SHA_LEN],
+		  const void **data, size_t *len);
 
 /* Bytes used by the map, and the number of chunk records (for status and
  * benchmarks). */

@@ -6,7 +6,9 @@
  *
  *   1. every DONE chunk record names an object file that exists
  *      (else "missing"), whose size is the recorded obj_size (else
- *      "badsize") and whose SHA-256 is its name (else "corrupt");
+ *      "badsize") and whose SHA-256 is its name (else "corrupt"); an
+ *      object kept inline in its objects record is checked the same
+ *      way, from the bytes of that record;
  *   2. every object referenced by a chunk record, or by a job's encoded
  *      output (job_rec.has_enc/enc_obj), has an objects-db record whose
  *      reference count is at least the number of records referring to it
@@ -28,8 +30,8 @@
  *
  * Output: one line per problem, then
  *   jobfs-check: jobs=N done=N objects=N missing=N corrupt=N badsize=N
- *                badrefs=N tmpfiles=N orphans=N
- * (one line). missing, corrupt and badsize count referring records (two
+ *                badrefs=N tmpfiles=N orphans=N inline=N
+ * (one line; inline counts the objects kept in LMDB). missing, corrupt and badsize count referring records (two
  * chunks sharing a lost object lose two chunks); badrefs counts objects;
  * objects is the number of distinct objects referred to. Exit status: 0
  * clean, 1 if missing + corrupt + badsize + badrefs > 0, 2 if the store
@@ -68,6 +70,7 @@ struct ref {
 	size_t job;        /* index into check.jobs */
 	uint32_t n;        /* chunk number, 0 for the encoded output */
 	int problem;       /* PROB_* found for the file, before recheck */
+	int inl;           /* the object is kept in its objects record */
 };
 
 struct job_info {
@@ -102,7 +105,7 @@ struct check {
 	size_t nverified, capverified;
 
 	uint64_t done, objects, missing, corrupt, badsize, badrefs;
-	uint64_t tmpfiles, orphans, warnings;
+	uint64_t tmpfiles, orphans, warnings, inlined;
 };
 
 static void *grow(void *p, size_t *cap, size_t n, size_t size)
@@ -225,6 +228,43 @@ static int on_chunk(void *arg, uint32_t n, const struct chunk_rec *r,
 }
 
 /*
+ * The references i..k-1 share one object. If its bytes are inline in the
+ * objects record, check them here, in the snapshot that holds them (no
+ * file can race with it), and mark the references so that
+ * check_objects() leaves them alone.
+ */
+static void check_inline(struct check *c, struct db_txn *t, size_t i,
+			 size_t k)
+{
+	const void *data;
+	size_t len;
+	uint8_t got[SHA_LEN];
+
+	if (db_obj_inline(t, c->refs[i].sha, &data, &len))
+		return;
+	c->inlined++;
+	for (size_t m = i; m < k; m++) {
+		struct ref *r = &c->refs[m];
+		char hex[SHA_HEX_LEN + 1], who[200];
+
+		r->inl = 1;
+		sha_hex(r->sha, hex);
+		ref_name(c, r, who, sizeof(who));
+		if (len != r->size) {
+			fprintf(c->msg, "badsize: %s: object %s: %zu bytes "
+				"inline, recorded %" PRIu64 "\n", who, hex, len,
+				r->size);
+			c->badsize++;
+		} else if (sha_buf(data, len, got) ||
+			   memcmp(got, r->sha, SHA_LEN)) {
+			fprintf(c->msg, "corrupt: %s: object %s: its inline "
+				"bytes do not hash to it\n", who, hex);
+			c->corrupt++;
+		}
+	}
+}
+
+/*
  * Read every job and chunk record in one snapshot, then check each
  * distinct object's reference count in that same snapshot (so the counts
  * are exact, whatever a daemon does meanwhile). Returns 0 or a negative
@@ -268,6 +308,11 @@ static int check_records(struct check *c)
 		} else if (grc) {
 			rc = grc;
 			goto out;
+		}
+		if (!grc)
+			check_inline(c, t, i, k);
+		if (grc) {
+			/* reported above */
 		} else if (o.refs < k - i) {
 			fprintf(c->msg, "badrefs: object %s has refs=%" PRIu64
 				" but %zu records refer to it (%s, ...)\n",
@@ -478,6 +523,10 @@ static void check_objects(struct check *c, int use_cache)
 		while (k < c->nrefs &&
 		       !memcmp(c->refs[k].sha, c->refs[i].sha, SHA_LEN))
 			k++;
+		if (c->refs[i].inl) {
+			i = k; /* checked in check_records() */
+			continue;
+		}
 		p = check_file(c, c->refs[i].sha, c->refs[i].size, use_cache,
 			       why, sizeof(why));
 		for (size_t m = i; m < k; m++) {
@@ -673,9 +722,10 @@ static void print_json(struct check *c)
 	       ", \"missing\": %" PRIu64 ", \"corrupt\": %" PRIu64
 	       ", \"badsize\": %" PRIu64 ", \"badrefs\": %" PRIu64
 	       ", \"tmpfiles\": %" PRIu64 ", \"orphans\": %" PRIu64
-	       ", \"warnings\": %" PRIu64, c->njobs, c->done, c->objects,
-	       c->missing, c->corrupt, c->badsize, c->badrefs, c->tmpfiles,
-	       c->orphans, c->warnings);
+	       ", \"warnings\": %" PRIu64 ", \"inline\": %" PRIu64,
+	       c->njobs, c->done, c->objects, c->missing, c->corrupt,
+	       c->badsize, c->badrefs, c->tmpfiles, c->orphans, c->warnings,
+	       c->inlined);
 	if (c->list) {
 		printf(", \"per_job\": {");
 		for (size_t i = 0; i < c->njobs; i++) {
@@ -860,9 +910,9 @@ int main(int argc, char **argv)
 		printf("jobfs-check: jobs=%zu done=%" PRIu64 " objects=%" PRIu64
 		       " missing=%" PRIu64 " corrupt=%" PRIu64 " badsize=%"
 		       PRIu64 " badrefs=%" PRIu64 " tmpfiles=%" PRIu64
-		       " orphans=%" PRIu64 "\n", c.njobs, c.done, c.objects,
-		       c.missing, c.corrupt, c.badsize, c.badrefs, c.tmpfiles,
-		       c.orphans);
+		       " orphans=%" PRIu64 " inline=%" PRIu64 "\n", c.njobs,
+		       c.done, c.objects, c.missing, c.corrupt, c.badsize,
+		       c.badrefs, c.tmpfiles, c.orphans, c.inlined);
 	}
 	fflush(stdout);
 

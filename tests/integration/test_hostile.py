@@ -266,7 +266,9 @@ class PlantedSymlinks(h.JobfsTestCase):
 
     def test_planted_symlinks(self):
         d = self.d
-        d.mkjob("j", h.tw_spec({"TW_STDERR": "100"}), h.paragraphs(3))
+        # outputs over --inline-max, so that they are files in objects/
+        d.mkjob("j", h.tw_spec({"TW_STDERR": "100", "TW_SIZE": "4096"}),
+                h.paragraphs(3))
         d.run_job("j")
         store = d.store
         self.assertTrue(os.listdir(os.path.join(store, "logs")))

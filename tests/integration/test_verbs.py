@@ -403,8 +403,11 @@ class Verbs(h.JobfsTestCase):
 
     def test_reset_of_done_job_runs_again(self):
         d = self.d
-        job = self.ready_job(n=3)
+        # outputs over --inline-max are files in STORE/objects
+        job = self.ready_job(n=3, env={"TW_SIZE": 4096})
         d.run_job(job)
+        want = h.read_bytes(d.path(job, "output.out"))
+        self.assertEqual(len(want), 3 * 4096)
         self.assertEqual(len(self.objects()), 3)
         d.do(job, "reset")
         d.wait_until(lambda: not self.objects(), 3,
@@ -414,8 +417,7 @@ class Verbs(h.JobfsTestCase):
         d.run_job(job)
         self.assertEqual(len(h.chunk_events(self.new_events(job, before),
                                             "started")), 3)
-        self.assertEqual(h.read_text(d.path(job, "output.out")),
-                         h.paragraphs(3).upper())
+        self.assertEqual(h.read_bytes(d.path(job, "output.out")), want)
 
     def test_resume_of_done_job_is_done_at_once(self):
         d = self.d
@@ -439,7 +441,8 @@ class Verbs(h.JobfsTestCase):
 
     def test_verify_finds_corrupt_and_missing_outputs(self):
         d = self.d
-        job = self.ready_job(n=4, parallel=2)
+        # outputs over --inline-max are files in STORE/objects
+        job = self.ready_job(n=4, parallel=2, env={"TW_SIZE": 4096})
         d.run_job(job)
         want = h.read_bytes(d.path(job, "output.out"))
         before = len(d.events(job))
