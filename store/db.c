@@ -699,7 +699,8 @@ int db_obj_inline(struct db_txn *t, const uint8_t sha[SHA_LEN],
 		rc = obj_val(&v, &r);
 	if (rc)
 		return rc;
-	if (v.mv_size == sizeof(r))
+	/* an empty object needs no file: it is always "inline" */
+	if (v.mv_size == sizeof(r) && r.size)
 		return -ENODATA;
 	*data = (const char *)v.mv_data + sizeof(r);
 	*len = v.mv_size - sizeof(r);

@@ -199,7 +199,7 @@ int db_obj_ref(struct db_txn *t, const uint8_t sha[SHA_LEN], uint64_t size,
  *
  * db_obj_inline points *data at an object's inline bytes (valid until the
  * transaction ends; *len is their length): 0, -ENOENT without a record,
- * -ENODATA when the object is a file.
+ * -ENODATA when the object is a file. An empty object is always inline.
  */
 #define DB_INLINE_MAX 1984
 int db_obj_ref_inline(struct db_txn *t, const uint8_t sha[SHA_LEN],

@@ -3,7 +3,9 @@
 on a real mount with real worker processes."""
 
 import errno
+import json
 import os
+import subprocess
 import sys
 import time
 import uuid
@@ -534,6 +536,143 @@ class Verbs(h.JobfsTestCase):
         self.assertEqual(h.read_bytes(d.path(job, "input")), b"")
         self.assertEqual(d.events(job)[0]["event"], "created")
         self.assertEqual(len(d.events(job)), 1)
+
+
+class Inline(h.JobfsTestCase):
+    """Outputs up to --inline-max bytes live in their LMDB objects record,
+    larger ones as files in STORE/objects; the two read, survive a
+    remount, verify and release alike (docs/design.md, "Small outputs")."""
+    daemon_args = ("--inline-max=64",)
+    # "chunk N " and 51 + N x's: 60 bytes for chunk 1 ... 66 for chunk 7
+    CMD = ('printf "chunk %s " "$JOBFS_CHUNK"; '
+           'yes x | tr -d "\\n" | head -c $((51 + JOBFS_CHUNK))')
+    N = 7
+
+    def want(self, n):
+        return ("chunk %d " % n + "x" * (51 + n)).encode()
+
+    def check_store(self, store):
+        out = subprocess.run(
+            [os.path.join(os.path.dirname(h.JOBFS), "tools", "jobfs-check"),
+             "--store", store, "--json"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, check=False)
+        return out.returncode, json.loads(out.stdout), out.stderr.decode()
+
+    def object_files(self, store):
+        return sorted(f for _, _, files in os.walk(os.path.join(store,
+                                                                "objects"))
+                      for f in files)
+
+    def lmdb_objects(self, store):
+        """Entries of the objects database, as mdb_stat counts them."""
+        out = subprocess.run(["mdb_stat", "-s", "objects",
+                              os.path.join(store, "db")],
+                             stdout=subprocess.PIPE, check=True).stdout
+        for line in out.decode().splitlines():
+            if line.strip().startswith("Entries:"):
+                return int(line.split(":")[1])
+        self.fail("mdb_stat printed no Entries: %r" % out)
+
+    def run_sizes(self, job="s"):
+        d = self.d
+        d.mkjob(job, {"command": self.CMD},
+                "".join("p%d.\n\n" % i for i in range(self.N)))
+        d.run_job(job)
+        return d.manifest(job)
+
+    def test_small_outputs_are_kept_in_lmdb(self):
+        d = self.d
+        m = self.run_sizes()
+        shas = [c["output_sha256"] for c in m["chunks"]]
+        # 60-64 bytes inline, 65 and 66 as files
+        self.assertEqual(self.object_files(d.store), sorted(shas[5:]))
+        for n in range(1, self.N + 1):
+            self.assertEqual(h.read_bytes(d.path("s", "chunks",
+                                                 "%04d.out" % n)),
+                             self.want(n))
+        whole = b"".join(self.want(n) for n in range(1, self.N + 1))
+        self.assertEqual(h.read_bytes(d.path("s", "output.out")), whole)
+        rc, got, err = self.check_store(d.store)
+        self.assertEqual((rc, got["inline"], got["missing"], got["corrupt"],
+                          got["badsize"], got["badrefs"]),
+                         (0, 5, 0, 0, 0, 0), err)
+        # durable: a new daemon reads the same bytes
+        d.stop(keep_dirs=True)
+        d2 = self.new_daemon(store=d.store, mnt=d.mnt)
+        self.assertEqual(h.read_bytes(d2.path("s", "output.out")), whole)
+        self.assertEqual(h.read_bytes(d2.path("s", "chunks", "0003.out")),
+                         self.want(3))
+        before = len(d2.events("s"))
+        d2.do("s", "verify")
+        new = d2.events("s")[before:]
+        self.assertEqual(h.chunk_events(new, "corrupt"), [])
+        self.assertIn("7 outputs checked", d2.status("s"))
+
+    def test_release_removes_inline_records(self):
+        d = self.d
+        self.run_sizes("a")
+        self.run_sizes("b")   # the same outputs: shared records
+        self.assertEqual(self.lmdb_objects(d.store), self.N)
+        d.do("a", "reset")
+        self.assertEqual(self.lmdb_objects(d.store), self.N)
+        self.assertEqual(h.read_bytes(d.path("b", "chunks", "0002.out")),
+                         self.want(2))
+        os.rmdir(d.path("b"))
+        d.wait_until(lambda: not self.object_files(d.store), 5,
+                     "the released files to leave STORE/objects")
+        self.assertEqual(self.lmdb_objects(d.store), 0)
+
+    def test_edit_reuses_inline_outputs(self):
+        """A new input releases every old chunk and takes back the ones
+        it reuses, in one transaction: their inline bytes stay."""
+        d = self.d
+        self.run_sizes()
+        text = "".join("p%d.\n\n" % i for i in range(self.N))
+        d.set_input("s", text + "p7.\n\n")
+        d.run_job("s")
+        started = h.chunk_events(d.events("s"), "started")
+        self.assertEqual(sum(1 for e in started if e["chunk"] == 1), 1)
+        self.assertEqual(h.read_bytes(d.path("s", "chunks", "0001.out")),
+                         self.want(1))
+        rc, got, err = self.check_store(d.store)
+        self.assertEqual((rc, got["done"], got["inline"]), (0, 8, 5), err)
+
+    def test_verify_finds_corrupt_inline_bytes(self):
+        d = self.d
+        self.run_sizes()
+        # flip one byte of chunk 3's output wherever data.mdb holds it
+        # (the live record and any stale copy of its page)
+        mdb = os.path.join(d.store, "db", "data.mdb")
+        with open(mdb, "r+b") as f:
+            data = f.read()
+            hits = [i for i in range(len(data))
+                    if data.startswith(self.want(3), i)]
+            self.assertTrue(hits, "chunk 3's bytes are not in data.mdb")
+            for i in hits:
+                f.seek(i + 6)
+                f.write(b"4")
+        rc, got, err = self.check_store(d.store)
+        self.assertEqual((rc, got["corrupt"]), (1, 1), err)
+        before = len(d.events("s"))
+        d.do("s", "verify")
+        corrupt = h.chunk_events(d.events("s")[before:], "corrupt")
+        self.assertEqual([e["chunk"] for e in corrupt], [3])
+        self.assertEqual(d.sj("s")["chunks"]["pending"], 1)
+        d.run_job("s")
+        self.assertEqual(h.read_bytes(d.path("s", "chunks", "0003.out")),
+                         self.want(3))
+        rc, got, err = self.check_store(d.store)
+        self.assertEqual((rc, got["corrupt"]), (0, 0), err)
+
+    def test_inline_max_bounds(self):
+        for bad in ("--inline-max=1985", "--inline-max=-1"):
+            out = subprocess.run([h.JOBFS, "-f", "--store",
+                                  os.path.join(self.d.root, "x"), bad,
+                                  os.path.join(self.d.root, "m")],
+                                 stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, timeout=10)
+            self.assertEqual(out.returncode, 2, bad)
+            self.assertTrue(out.stderr, bad)
 
 
 if __name__ == "__main__":

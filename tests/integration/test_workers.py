@@ -281,19 +281,26 @@ class Workers(h.JobfsTestCase):
     def test_scratch_reused_only_when_clean(self):
         """A scratch directory goes to the next attempt only if nothing of
         its attempt is left: every worker must find an empty cwd of mode
-        0700, whatever the ones before it did there."""
+        0700, whatever the ones before it did there. The same for the
+        stdout file of an output kept inline: every worker must find an
+        empty file of mode 0600 with one link."""
         d = self.d
         n = 16
         cmd = ('test -z "$(ls -A)" || { echo "dirty: $(ls -A)" >&2; '
                'exit 9; }; '
                'test "$(stat -c %a .)" = 700 || { echo mode >&2; exit 8; }; '
+               'exec 3>&1; '
+               'o=$(stat -L -c %a:%h:%s /proc/self/fd/3); exec 3>&-; '
+               'test "$o" = 600:1:0 || { echo "stdout $o" >&2; exit 7; }; '
                'pwd; '
                # long enough for the previous chunk's commit to hand its
                # directory back, so that each one is taken two chunks on
                'sleep 0.1; '
                'case $JOBFS_CHUNK in '
                '3|11) touch junk ;; '
+               '4) chmod 644 /proc/self/fd/1 ;; '
                '5) mkdir -p deep/er && touch deep/er/x ;; '
+               '6) ln -L /proc/self/fd/1 ../../stdout-link-$$ ;; '
                '7) chmod 500 . ;; '
                '9) (sleep 30 > bg.out &) ;; '
                '13) echo out > "$JOBFS_OUTPUT" ;; '

@@ -140,7 +140,8 @@ static void test_db(void)
 	CHECK_EQ_U64(seen.count, 1);
 	db_abort(t);
 
-	/* reference counts: created at +1, deleted at 0, never negative */
+	/* reference counts: created at +1, deleted at 0 (when the
+	 * transaction commits), never negative */
 	sha_buf("x", 1, obj);
 	CHECK(db_begin(db, 1, &t) == 0);
 	CHECK(db_obj_ref(t, obj, 1, +1, &refs) == 0 && refs == 1);
@@ -148,8 +149,11 @@ static void test_db(void)
 	CHECK(db_obj_ref(t, obj, 1, -1, &refs) == 0 && refs == 1);
 	CHECK(db_obj_get(t, obj, &orec) == 0 && orec.size == 1);
 	CHECK(db_obj_ref(t, obj, 1, -1, &refs) == 0 && refs == 0);
-	CHECK(db_obj_get(t, obj, &orec) == -ENOENT);
+	CHECK(db_obj_get(t, obj, &orec) == 0 && orec.refs == 0);
 	CHECK(db_obj_ref(t, obj, 1, -1, &refs) == -EIO);
+	CHECK(db_commit(t) == 0);
+	CHECK(db_begin(db, 0, &t) == 0);
+	CHECK(db_obj_get(t, obj, &orec) == -ENOENT);
 	db_abort(t);
 
 	/* an aborted transaction leaves nothing; a committed one survives
@@ -282,6 +286,86 @@ static int touch_chunk(void *arg, uint32_t n, const struct chunk_rec *r,
 
 /* db_drop_map: the pages a walk of 200,000 records mapped leave the
  * resident size, and the records read the same afterwards. */
+/* Objects kept inline: the bytes come back, a count change keeps them,
+ * a release and a take in one transaction keep them, a release to 0
+ * removes them at the commit, and a file object has none. */
+static void test_inline(void)
+{
+	char dir[300], err[256] = "", big[DB_INLINE_MAX + 1];
+	static const char text[] = "one small output\n";
+	uint8_t a[SHA_LEN], b[SHA_LEN], e[SHA_LEN];
+	struct db *db;
+	struct db_txn *t;
+	struct obj_rec r;
+	const void *data;
+	size_t len;
+	uint64_t refs;
+
+	snprintf(dir, sizeof(dir), "%s/inldb", root);
+	CHECK(mkdir(dir, 0700) == 0);
+	CHECK(db_open(dir, 0, &db, err, sizeof(err)) == 0);
+	CHECK(sha_buf(text, strlen(text), a) == 0);
+	CHECK(sha_buf("file", 4, b) == 0);
+	CHECK(sha_buf("", 0, e) == 0);
+	memset(big, 'x', sizeof(big));
+
+	CHECK(db_begin(db, 1, &t) == 0);
+	CHECK(db_obj_ref_inline(t, a, strlen(text), text, +1, &refs) == 0);
+	CHECK(refs == 1);
+	CHECK(db_obj_ref(t, b, 4, +1, NULL) == 0);
+	CHECK(db_obj_ref_inline(t, e, 0, "", +1, NULL) == 0);
+	/* too big to be inline */
+	CHECK(db_obj_ref_inline(t, b, sizeof(big), big, +1, NULL) == -EINVAL);
+	CHECK(db_commit(t) == 0);
+
+	CHECK(db_begin(db, 1, &t) == 0);
+	CHECK(db_obj_inline(t, a, &data, &len) == 0);
+	CHECK(len == strlen(text) && !memcmp(data, text, len));
+	CHECK(db_obj_inline(t, b, &data, &len) == -ENODATA);
+	CHECK(db_obj_inline(t, e, &data, &len) == 0 && len == 0);
+	/* a second reference keeps the bytes */
+	CHECK(db_obj_ref(t, a, strlen(text), +1, &refs) == 0 && refs == 2);
+	CHECK(db_obj_get(t, a, &r) == 0 && r.refs == 2 &&
+	      r.size == strlen(text));
+	CHECK(db_obj_inline(t, a, &data, &len) == 0);
+	CHECK(len == strlen(text) && !memcmp(data, text, len));
+	/* released to 0 and taken again in one transaction, as a new
+	 * plan does: the record and its bytes are still there */
+	CHECK(db_obj_ref(t, a, strlen(text), -1, NULL) == 0);
+	CHECK(db_obj_ref(t, a, strlen(text), -1, &refs) == 0 && refs == 0);
+	CHECK(db_obj_ref(t, a, strlen(text), +1, &refs) == 0 && refs == 1);
+	CHECK(db_commit(t) == 0);
+
+	CHECK(db_begin(db, 0, &t) == 0);
+	CHECK(db_obj_inline(t, a, &data, &len) == 0);
+	CHECK(len == strlen(text) && !memcmp(data, text, len));
+	db_abort(t);
+
+	/* released to 0 for good: gone at the commit, once even if it was
+	 * at 0 twice; a release below 0 fails */
+	CHECK(db_begin(db, 1, &t) == 0);
+	CHECK(db_obj_ref(t, a, strlen(text), -1, &refs) == 0 && refs == 0);
+	CHECK(db_obj_ref(t, a, strlen(text), -1, NULL) == -EIO);
+	CHECK(db_obj_ref(t, b, 4, -1, &refs) == 0 && refs == 0);
+	CHECK(db_obj_ref(t, b, 4, +1, NULL) == 0);
+	CHECK(db_obj_ref(t, b, 4, -1, &refs) == 0 && refs == 0);
+	CHECK(db_commit(t) == 0);
+	CHECK(db_begin(db, 0, &t) == 0);
+	CHECK(db_obj_get(t, a, &r) == -ENOENT);
+	CHECK(db_obj_get(t, b, &r) == -ENOENT);
+	CHECK(db_obj_get(t, e, &r) == 0 && r.refs == 1);
+	db_abort(t);
+
+	/* an aborted release changes nothing */
+	CHECK(db_begin(db, 1, &t) == 0);
+	CHECK(db_obj_ref(t, e, 0, -1, &refs) == 0 && refs == 0);
+	db_abort(t);
+	CHECK(db_begin(db, 0, &t) == 0);
+	CHECK(db_obj_get(t, e, &r) == 0 && r.refs == 1);
+	db_abort(t);
+	db_close(db);
+}
+
 static void test_drop_map(void)
 {
 	char dir[300], err[256] = "";
@@ -334,6 +418,7 @@ int main(void)
 	test_sha();
 	test_db();
 	test_objects();
+	test_inline();
 	test_drop_map();
 	snprintf(cmd, sizeof(cmd), "rm -rf %s", root);
 	if (system(cmd) != 0)
