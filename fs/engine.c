@@ -910,7 +910,8 @@ static void scratch_pool_free(struct engine *e)
  * descriptor: it gets its own open of the file (attempt_start), so what
  * it does to its descriptor (O_APPEND, O_DIRECT, the offset) ends with
  * it. The file must still be a regular file of mode 0600, ours, with one
- * link. What is in the pool at close is removed; a crash leaves it in
+ * link. The pool keeps names, not descriptors (the daemon holds none for
+ * an idle pool). What is in it at close is removed; a crash leaves it in
  * tmp/, which the next open empties.
  */
 static void out_release(struct engine *e, struct attempt *a)
@@ -927,14 +928,13 @@ static void out_release(struct engine *e, struct attempt *a)
 		return;
 	pthread_mutex_lock(&e->scratch_lock);
 	if (e->nout_pool < OUT_POOL_MAX) {
-		struct pooled_out *p = &e->out_pool[e->nout_pool++];
-
-		p->fd = a->out_fd;
-		snprintf(p->name, sizeof(p->name), "%s", a->out_name);
+		snprintf(e->out_pool[e->nout_pool++], sizeof(e->out_pool[0]),
+			 "%s", a->out_name);
 		kept = 1;
 	}
 	pthread_mutex_unlock(&e->scratch_lock);
 	if (kept) {
+		close(a->out_fd);
 		a->out_fd = -1;
 		a->out_name[0] = '\0';
 	}
@@ -944,26 +944,38 @@ static void out_release(struct engine *e, struct attempt *a)
  * pool is empty. */
 static int out_take(struct engine *e, struct attempt *a)
 {
+	struct stat st;
 	int got = 0;
 
 	pthread_mutex_lock(&e->scratch_lock);
 	if (e->nout_pool) {
-		struct pooled_out *p = &e->out_pool[--e->nout_pool];
-
-		a->out_fd = p->fd;
-		snprintf(a->out_name, sizeof(a->out_name), "%s", p->name);
+		snprintf(a->out_name, sizeof(a->out_name), "%s",
+			 e->out_pool[--e->nout_pool]);
 		got = 1;
 	}
 	pthread_mutex_unlock(&e->scratch_lock);
-	return got;
+	if (!got)
+		return 0;
+	/* still the empty file we left? (a worker of the same user can
+	 * reach tmp/) */
+	a->out_fd = openat(e->os.tmp, a->out_name, O_RDWR | O_NOFOLLOW |
+			   O_CLOEXEC);
+	if (a->out_fd >= 0 && fstat(a->out_fd, &st) == 0 &&
+	    S_ISREG(st.st_mode) && st.st_nlink == 1 && st.st_size == 0 &&
+	    st.st_uid == geteuid() && (st.st_mode & 07777) == 0600)
+		return 1;
+	if (a->out_fd >= 0)
+		close(a->out_fd);
+	a->out_fd = -1;
+	unlinkat(e->os.tmp, a->out_name, 0);
+	a->out_name[0] = '\0';
+	return 0;
 }
 
 static void out_pool_free(struct engine *e)
 {
-	for (size_t i = 0; i < e->nout_pool; i++) {
-		close(e->out_pool[i].fd);
-		unlinkat(e->os.tmp, e->out_pool[i].name, 0);
-	}
+	for (size_t i = 0; i < e->nout_pool; i++)
+		unlinkat(e->os.tmp, e->out_pool[i], 0);
 	e->nout_pool = 0;
 }
 

@@ -198,7 +198,7 @@ struct engine {
 	pthread_mutex_t scratch_lock;
 	char scratch_pool[SCRATCH_POOL_MAX][96];
 	size_t nscratch_pool;
-	struct pooled_out { int fd; char name[96]; } out_pool[OUT_POOL_MAX];
+	char out_pool[OUT_POOL_MAX][96];
 	size_t nout_pool;
 	size_t inline_max;            /* outputs kept in LMDB up to this */
 
