@@ -45,6 +45,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdio.h>
@@ -70,6 +71,8 @@ struct wd_msg {
 	int32_t pgid;
 };
 
+#define CG_POOL_MAX 64
+
 struct local_executor {
 	struct executor base; /* first: the engine's handle points here */
 	int wd_fd;            /* write end of the watchdog pipe, -1 after close */
@@ -85,6 +88,12 @@ struct local_executor {
 	unsigned long cg_seq;
 	unsigned long *cg_left; /* cgroups not yet removable (members dying) */
 	size_t cg_nleft, cg_capleft;
+	/* empty cgroups of contained attempts, kept for the next ones
+	 * (cg_release, bound_procs): making and removing a cgroup costs
+	 * more than the rest of a tiny chunk's start */
+	pthread_mutex_t cg_lock;
+	struct { unsigned long n; uint32_t max; } cg_pool[CG_POOL_MAX];
+	size_t cg_npool;
 	void *stack;          /* for the child until it execs */
 	size_t stack_len;
 	double swept_at;      /* when stale cgroups were last removed */
@@ -100,6 +109,7 @@ struct exec_attempt {
 	int errfd;    /* read end of the exec-error pipe, non-blocking */
 	int reaped;
 	unsigned long cg;  /* its pids cgroup's number, 0 = none */
+	uint32_t cg_max;   /* and that cgroup's pids.max */
 	struct exec_result result;
 };
 
@@ -359,15 +369,46 @@ static void cg_retry_left(struct local_executor *ex)
 	ex->cg_nleft = k;
 }
 
-/* Remove attempt cgroup n; 1 when it was empty (nothing of the tree
- * left), 0 when members had to be killed or it stays behind. */
-static int cg_release(struct local_executor *ex, unsigned long n)
+/* Whether cgroup name under base has no task: its pids.current is 0. */
+static int cg_empty(int base, const char *name)
+{
+	char buf[32];
+	ssize_t r = -1;
+	int d = openat(base, name, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (d < 0)
+		return 0;
+	int fd = openat(d, "pids.current", O_RDONLY | O_CLOEXEC);
+	if (fd >= 0) {
+		r = read(fd, buf, sizeof buf - 1);
+		close(fd);
+	}
+	close(d);
+	return r == 2 && buf[0] == '0' && buf[1] == '\n';
+}
+
+/* Release attempt cgroup n (pids.max max): 1 when it was empty (nothing
+ * of the tree left; it then goes to the pool if there is room, else it
+ * is removed), 0 when members had to be killed or it stays behind. A
+ * cgroup that nothing is in stays empty: only a process in it, or one
+ * that writes to its cgroup.procs (a child of ours being started), can
+ * put a task there. */
+static int cg_release(struct local_executor *ex, unsigned long n,
+		      uint32_t max)
 {
 	char name[64];
 	int rc;
 	if (ex == NULL || ex->cg_base < 0 || n == 0)
 		return 0;
 	cg_name(name, sizeof name, ex->cg_owner, n);
+	pthread_mutex_lock(&ex->cg_lock);
+	if (ex->cg_npool < CG_POOL_MAX && cg_empty(ex->cg_base, name)) {
+		ex->cg_pool[ex->cg_npool].n = n;
+		ex->cg_pool[ex->cg_npool].max = max;
+		ex->cg_npool++;
+		pthread_mutex_unlock(&ex->cg_lock);
+		return 1;
+	}
+	pthread_mutex_unlock(&ex->cg_lock);
 	rc = cg_remove(ex->cg_base, name);
 	if (rc >= 0)
 		return rc;
@@ -593,6 +634,7 @@ int exec_local_open(struct executor **out)
 	ex->wd_pid = pid;
 	ex->cg_owner = getpid();
 	ex->cg_base = cg_open_base(ex->cg_owner);
+	pthread_mutex_init(&ex->cg_lock, NULL);
 	*out = &ex->base;
 	return 0;
 }
@@ -906,7 +948,32 @@ static unsigned long bound_procs(struct local_executor *ex, uint32_t max,
 {
 	if (ex->cg_base >= 0) {
 		char name[64], num[32];
-		unsigned long n = ++ex->cg_seq;
+		unsigned long n = 0;
+		uint32_t had = 0;
+		pthread_mutex_lock(&ex->cg_lock);
+		if (ex->cg_npool) {
+			ex->cg_npool--;
+			n = ex->cg_pool[ex->cg_npool].n;
+			had = ex->cg_pool[ex->cg_npool].max;
+		}
+		pthread_mutex_unlock(&ex->cg_lock);
+		if (n) {
+			/* a pooled cgroup, empty since its attempt */
+			cg_name(name, sizeof name, ex->cg_owner, n);
+			int d = openat(ex->cg_base, name, O_RDONLY |
+				       O_DIRECTORY | O_CLOEXEC);
+			snprintf(num, sizeof num, "%u", max);
+			if (d >= 0 && (had == max ||
+				       write_str_at(d, "pids.max", num) == 0))
+				plan->cg_procs = openat(d, "cgroup.procs",
+							O_WRONLY | O_CLOEXEC);
+			if (d >= 0)
+				close(d);
+			if (plan->cg_procs >= 0)
+				return n;
+			cg_remove(ex->cg_base, name);
+		}
+		n = ++ex->cg_seq;
 		double now = mono_seconds();
 
 		cg_retry_left(ex);
@@ -1008,13 +1075,14 @@ static int local_start(struct executor *base, const struct exec_request *req,
 	if (pid < 0) {
 		rc = -fork_errno;
 		close(ep[0]);
-		cg_release(ex, cg);
+		cg_release(ex, cg, req->max_procs);
 		goto free_a;
 	}
 
 	a->ex = ex;
 	a->pid = pid;
 	a->cg = cg;
+	a->cg_max = req->max_procs;
 	a->pidfd = pidfd;
 	a->errfd = ep[0];
 	fcntl(a->errfd, F_SETFL, O_NONBLOCK);
@@ -1110,7 +1178,7 @@ done:
 	a->reaped = 1;
 	running_unlink(a);
 	/* kills what is left in the group; contained when nothing was */
-	a->result.contained = cg_release(a->ex, a->cg);
+	a->result.contained = cg_release(a->ex, a->cg, a->cg_max);
 	a->cg = 0;
 	return 0;
 }
@@ -1129,9 +1197,16 @@ static void executor_maybe_free(struct local_executor *ex)
 	if (ex != NULL && ex->closed &&
 	    __atomic_load_n(&ex->nattempts, __ATOMIC_ACQUIRE) == 0) {
 		if (ex->cg_base >= 0) {
+			for (size_t i = 0; i < ex->cg_npool; i++) {
+				char name[64];
+				cg_name(name, sizeof name, ex->cg_owner,
+					ex->cg_pool[i].n);
+				cg_remove(ex->cg_base, name);
+			}
 			cg_retry_left(ex);
 			close(ex->cg_base);
 		}
+		pthread_mutex_destroy(&ex->cg_lock);
 		free(ex->cg_left);
 		if (ex->stack != NULL)
 			munmap(ex->stack, ex->stack_len);
