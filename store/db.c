@@ -145,10 +145,20 @@ int db_open(const char *dir, int readonly, struct db **out,
 				rc = EINVAL;
 			else
 				memcpy(&ver, v.mv_data, sizeof(ver));
-			if (!rc && ver != DB_VERSION) {
+			if (!rc && (ver > DB_VERSION ||
+				    ver < DB_VERSION_OLDEST)) {
 				snprintf(err, errlen, "store format %u, this "
-					 "jobfs reads %u", ver, DB_VERSION);
+					 "jobfs reads %u to %u", ver,
+					 DB_VERSION_OLDEST, DB_VERSION);
 				rc = EPROTO;
+			} else if (!rc && ver < DB_VERSION) {
+				/* an older store is a valid newer one; mark
+				 * it, so that an older jobfs refuses it
+				 * once it may hold what it cannot read */
+				ver = DB_VERSION;
+				v.mv_size = sizeof(ver);
+				v.mv_data = &ver;
+				rc = mdb_put(txn, db->meta, &k, &v, 0);
 			}
 		}
 		if (rc)

@@ -29,7 +29,11 @@
 
 #include "sha.h"
 
-#define DB_VERSION 1
+/* Store formats: 1, then 2 (objects records may hold an output's bytes,
+ * db_obj_inline). A version-1 store is a valid version-2 one and is marked
+ * 2 when opened for writing. */
+#define DB_VERSION 2
+#define DB_VERSION_OLDEST 1
 #define DB_ERR_MAX 240   /* bytes of last error kept per chunk */
 
 struct db;

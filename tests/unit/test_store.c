@@ -11,6 +11,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <lmdb.h>
+
 #include "check.h"
 #include "db.h"
 #include "objects.h"
@@ -366,6 +368,65 @@ static void test_inline(void)
 	db_close(db);
 }
 
+/* Write meta "version" = ver straight into the environment in dir. */
+static void set_version(const char *dir, uint32_t ver)
+{
+	MDB_env *env;
+	MDB_txn *txn;
+	MDB_dbi dbi;
+	MDB_val k = { 7, "version" }, v = { sizeof(ver), &ver };
+
+	CHECK(mdb_env_create(&env) == 0);
+	CHECK(mdb_env_set_maxdbs(env, 8) == 0);
+	CHECK(mdb_env_open(env, dir, 0, 0600) == 0);
+	CHECK(mdb_txn_begin(env, NULL, 0, &txn) == 0);
+	CHECK(mdb_dbi_open(txn, "meta", 0, &dbi) == 0);
+	CHECK(mdb_put(txn, dbi, &k, &v, 0) == 0);
+	CHECK(mdb_txn_commit(txn) == 0);
+	mdb_env_close(env);
+}
+
+static uint32_t get_version(const char *dir)
+{
+	MDB_env *env;
+	MDB_txn *txn;
+	MDB_dbi dbi;
+	MDB_val k = { 7, "version" }, v;
+	uint32_t ver = 0;
+
+	CHECK(mdb_env_create(&env) == 0);
+	CHECK(mdb_env_set_maxdbs(env, 8) == 0);
+	CHECK(mdb_env_open(env, dir, MDB_RDONLY, 0600) == 0);
+	CHECK(mdb_txn_begin(env, NULL, MDB_RDONLY, &txn) == 0);
+	CHECK(mdb_dbi_open(txn, "meta", 0, &dbi) == 0);
+	if (mdb_get(txn, dbi, &k, &v) == 0 && v.mv_size == sizeof(ver))
+		memcpy(&ver, v.mv_data, sizeof(ver));
+	mdb_txn_abort(txn);
+	mdb_env_close(env);
+	return ver;
+}
+
+/* A version-1 store opens and is marked 2; a newer one is refused with
+ * its number in the message. */
+static void test_version(void)
+{
+	char dir[300], err[256] = "";
+	struct db *db;
+
+	snprintf(dir, sizeof(dir), "%s/verdb", root);
+	CHECK(mkdir(dir, 0700) == 0);
+	CHECK(db_open(dir, 0, &db, err, sizeof(err)) == 0);
+	db_close(db);
+	CHECK(get_version(dir) == DB_VERSION);
+	set_version(dir, 1);
+	CHECK(db_open(dir, 0, &db, err, sizeof(err)) == 0);
+	db_close(db);
+	CHECK(get_version(dir) == 2);
+	set_version(dir, DB_VERSION + 1);
+	CHECK(db_open(dir, 0, &db, err, sizeof(err)) < 0);
+	CHECK(strstr(err, "store format 3") != NULL);
+}
+
 static void test_drop_map(void)
 {
 	char dir[300], err[256] = "";
@@ -419,6 +480,7 @@ int main(void)
 	test_db();
 	test_objects();
 	test_inline();
+	test_version();
 	test_drop_map();
 	snprintf(cmd, sizeof(cmd), "rm -rf %s", root);
 	if (system(cmd) != 0)
