@@ -20,6 +20,8 @@
  *     LMDB's key order; names LMDB cannot hold (empty, > 511 bytes) are
  *     refused with -EIO;
  *   - db_obj_ref() counts as the model does and refuses to go below 0;
+ *     a record that reaches 0 stays (at 0, with its size) until the
+ *     commit, which removes it: a +1 before then takes it back;
  *   - db_next_job_id() counts up by one;
  *   - a commit makes the model durable: a read transaction, after the
  *     commit or beside a writer with uncommitted changes (MDB_NOTLS allows
@@ -65,6 +67,8 @@ struct mjob {
 struct mobj {
 	uint8_t sha[SHA_LEN];
 	uint64_t refs, size;
+	int inl;           /* created with inline bytes: size x fill */
+	uint8_t fill;
 };
 
 struct model {
@@ -394,6 +398,27 @@ static void check_job_get(struct db_txn *t, const struct model *m,
 	free(spec);
 }
 
+/* An object's inline bytes are what it was made with; an object made
+ * without any has none (-ENODATA), unless it is empty. */
+static void check_inline(struct db_txn *t, const struct mobj *o)
+{
+	const void *data;
+	size_t len;
+	int rc = db_obj_inline(t, o->sha, &data, &len);
+
+	if (!o->inl && o->size) {
+		FUZZ_CHECK(rc == -ENODATA, "db_obj_inline of a file object "
+			   "returned %d", rc);
+		return;
+	}
+	FUZZ_CHECK(rc == 0 && len == o->size, "db_obj_inline returned %d, "
+		   "%zu bytes, want %llu", rc, rc ? 0 : len,
+		   (unsigned long long)o->size);
+	for (size_t i = 0; i < len; i++)
+		FUZZ_CHECK(((const uint8_t *)data)[i] == o->fill,
+			   "inline byte %zu changed", i);
+}
+
 static void check_all(struct db_txn *t, const struct model *m)
 {
 	static struct mjob sorted[MAX_JOBS];
@@ -422,6 +447,7 @@ static void check_all(struct db_txn *t, const struct model *m)
 			   (unsigned long long)o.size,
 			   (unsigned long long)m->objs[i].refs,
 			   (unsigned long long)m->objs[i].size);
+		check_inline(t, &m->objs[i]);
 	}
 }
 
@@ -572,6 +598,9 @@ static void op_obj_ref(struct prog *g)
 	uint8_t b = byte(g);
 	int delta = b & 1 ? 1 : -1;
 	uint64_t size = raw(g, 2), refs = 777;
+	uint8_t b2 = byte(g), fill = (uint8_t)(b2 >> 1);
+	int g_inline = b2 & 1;
+	static uint8_t bytes[DB_INLINE_MAX];
 	struct mobj *o;
 	int rc;
 
@@ -580,8 +609,15 @@ static void op_obj_ref(struct prog *g)
 	o = m_obj(&cur, sha);
 	if (!o && cur.nobjs == MAX_OBJS)
 		return;
-	rc = db_obj_ref(txn, sha, size, delta, &refs);
-	if (!o && delta < 0) {
+	/* a new object may come with its bytes (size of them, all fill) */
+	if (g_inline && delta > 0) {
+		size %= DB_INLINE_MAX + 1;
+		memset(bytes, fill, (size_t)size);
+		rc = db_obj_ref_inline(txn, sha, size, bytes, delta, &refs);
+	} else {
+		rc = db_obj_ref(txn, sha, size, delta, &refs);
+	}
+	if ((!o || !o->refs) && delta < 0) {
 		FUZZ_CHECK(rc == -EIO, "db_obj_ref(-1) on a missing object "
 			   "returned %d", rc);
 		failed();
@@ -593,6 +629,8 @@ static void op_obj_ref(struct prog *g)
 		memcpy(o->sha, sha, SHA_LEN);
 		o->refs = 0;
 		o->size = size;
+		o->inl = g_inline;
+		o->fill = fill;
 	}
 	o->refs += (uint64_t)(int64_t)delta;
 	FUZZ_CHECK(refs == o->refs, "db_obj_ref says %llu refs, want %llu",
@@ -600,9 +638,11 @@ static void op_obj_ref(struct prog *g)
 	if (!o->refs) {
 		struct obj_rec rec;
 
-		FUZZ_CHECK(db_obj_get(txn, sha, &rec) == -ENOENT,
-			   "object with no reference left still has a record");
-		*o = cur.objs[--cur.nobjs];
+		/* kept at 0 until the commit (model and store alike) */
+		FUZZ_CHECK(db_obj_get(txn, sha, &rec) == 0 && rec.refs == 0 &&
+			   rec.size == o->size, "object with no reference "
+			   "left: its record is not there at 0 until the "
+			   "commit");
 	}
 }
 
@@ -619,12 +659,33 @@ static void op_next_id(void)
 
 static void commit(void)
 {
+	uint8_t gone[MAX_OBJS][SHA_LEN];
+	size_t ngone = 0, k = 0;
+	struct db_txn *r;
 	int rc = db_commit(txn);
 
 	txn = NULL;
 	FUZZ_CHECK(rc == 0, "db_commit returned %d", rc);
+	/* the commit removed the records left at 0 */
+	for (size_t i = 0; i < cur.nobjs; i++) {
+		if (cur.objs[i].refs)
+			cur.objs[k++] = cur.objs[i];
+		else
+			memcpy(gone[ngone++], cur.objs[i].sha, SHA_LEN);
+	}
+	cur.nobjs = k;
 	committed = cur;
 	check_committed();
+	rc = db_begin(db, 0, &r);
+	FUZZ_CHECK(rc == 0, "db_begin(read): %d", rc);
+	for (size_t i = 0; i < ngone; i++) {
+		struct obj_rec rec;
+
+		FUZZ_CHECK(db_obj_get(r, gone[i], &rec) == -ENOENT,
+			   "an object left at 0 references still has a record "
+			   "after the commit");
+	}
+	db_abort(r);
 	begin();
 }
 
