@@ -323,6 +323,38 @@ class Workers(h.JobfsTestCase):
             self.assertEqual(len(set(dirs)), n - 1,
                              "reused without a pids cgroup")
 
+    def test_reused_cgroup_gets_its_jobs_max_procs(self):
+        """A pids cgroup kept from an attempt of one job and taken by an
+        attempt of another has that job's pids.max."""
+        if not h.pids_cgroup_usable():
+            self.skipTest("no pids cgroup here")
+        d = self.d
+        # the worker prints its pids cgroup and that cgroup's pids.max,
+        # with shell builtins only (max_procs 4 leaves no room to fork)
+        cmd = ('c=; u=; while IFS=: read -r n ctl path; do '
+               'case ",$ctl," in *,pids,*) c=$path ;; esac; '
+               '[ "$n" = 0 ] && u=$path; done < /proc/self/cgroup; '
+               'for f in /sys/fs/cgroup/pids$c/pids.max '
+               '/sys/fs/cgroup$u/pids.max; do '
+               'if [ -r "$f" ]; then read -r m < "$f"; '
+               'echo "${c:-$u} $m"; exit 0; fi; done; exit 3')
+        text = "".join("p%d.\n\n" % i for i in range(6))
+        got = {}
+        for job, procs in (("wide", 50), ("narrow", 4), ("wide2", 50)):
+            d.mkjob(job, {"command": cmd, "max_procs": procs,
+                          "attempts": 1}, text)
+            d.run_job(job)
+            got[job] = [h.read_text(d.path(job, "chunks", name)).split()
+                        for name in d.chunk_names(job)]
+            self.assertEqual({m for _, m in got[job]}, {str(procs)},
+                             (job, got[job]))
+        groups = [g for job in got for g, _ in got[job]]
+        self.assertLess(len(set(groups)), len(groups),
+                        "no cgroup was reused")
+        # the narrow job ran in cgroups the wide one had used
+        self.assertTrue({g for g, _ in got["narrow"]} &
+                        {g for g, _ in got["wide"]}, got)
+
     def test_max_output_kills_the_worker(self):
         d = self.d
         self.job("m", {"TW_SIZE": 1000000}, text="one.\n",
