@@ -936,20 +936,46 @@ static double mono_seconds(void)
 	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
+/* Open cgroup name's cgroup.procs into plan->cg_procs, first writing
+ * pids.max = max when set_max; 1 on success. */
+static int cg_plan(int base, const char *name, uint32_t max, int set_max,
+		   struct child_plan *plan)
+{
+	char num[32];
+	int d = openat(base, name, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (d < 0)
+		return 0;
+	snprintf(num, sizeof num, "%u", max);
+	if (!set_max || write_str_at(d, "pids.max", num) == 0)
+		plan->cg_procs = openat(d, "cgroup.procs",
+					O_WRONLY | O_CLOEXEC);
+	close(d);
+	return plan->cg_procs >= 0;
+}
+
 /*
- * Set up the bound on the attempt's processes in plan: a fresh pids
- * cgroup with pids.max = max (its number is returned, and its
- * cgroup.procs open in plan->cg_procs), else RLIMIT_NPROC in plan->nproc
- * (0 returned). The user's task count behind RLIMIT_NPROC is counted at
- * most once a second.
+ * Set up the bound on the attempt's processes in plan: a pids cgroup
+ * with pids.max = max, pooled (cg_release) or fresh (its number is
+ * returned, and its cgroup.procs open in plan->cg_procs), else
+ * RLIMIT_NPROC in plan->nproc (0 returned). The user's task count behind
+ * RLIMIT_NPROC is counted at most once a second.
  */
 static unsigned long bound_procs(struct local_executor *ex, uint32_t max,
 				 struct child_plan *plan)
 {
 	if (ex->cg_base >= 0) {
-		char name[64], num[32];
+		char name[64];
 		unsigned long n = 0;
 		uint32_t had = 0;
+		double now = mono_seconds();
+
+		cg_retry_left(ex);
+		/* a daemon killed just before we started left cgroups whose
+		 * members were still dying then: try them again now and then */
+		if (now - ex->swept_at > 10.0) {
+			cg_sweep_stale(ex->cg_base);
+			ex->swept_at = now;
+		}
 		pthread_mutex_lock(&ex->cg_lock);
 		if (ex->cg_npool) {
 			ex->cg_npool--;
@@ -960,40 +986,14 @@ static unsigned long bound_procs(struct local_executor *ex, uint32_t max,
 		if (n) {
 			/* a pooled cgroup, empty since its attempt */
 			cg_name(name, sizeof name, ex->cg_owner, n);
-			int d = openat(ex->cg_base, name, O_RDONLY |
-				       O_DIRECTORY | O_CLOEXEC);
-			snprintf(num, sizeof num, "%u", max);
-			if (d >= 0 && (had == max ||
-				       write_str_at(d, "pids.max", num) == 0))
-				plan->cg_procs = openat(d, "cgroup.procs",
-							O_WRONLY | O_CLOEXEC);
-			if (d >= 0)
-				close(d);
-			if (plan->cg_procs >= 0)
+			if (cg_plan(ex->cg_base, name, max, had != max, plan))
 				return n;
 			cg_remove(ex->cg_base, name);
 		}
 		n = ++ex->cg_seq;
-		double now = mono_seconds();
-
-		cg_retry_left(ex);
-		/* a daemon killed just before we started left cgroups whose
-		 * members were still dying then: try them again now and then */
-		if (now - ex->swept_at > 10.0) {
-			cg_sweep_stale(ex->cg_base);
-			ex->swept_at = now;
-		}
 		cg_name(name, sizeof name, ex->cg_owner, n);
 		if (mkdirat(ex->cg_base, name, 0700) == 0) {
-			int d = openat(ex->cg_base, name, O_RDONLY |
-				       O_DIRECTORY | O_CLOEXEC);
-			snprintf(num, sizeof num, "%u", max);
-			if (d >= 0 && write_str_at(d, "pids.max", num) == 0)
-				plan->cg_procs = openat(d, "cgroup.procs",
-							O_WRONLY | O_CLOEXEC);
-			if (d >= 0)
-				close(d);
-			if (plan->cg_procs >= 0)
+			if (cg_plan(ex->cg_base, name, max, 1, plan))
 				return n;
 			unlinkat(ex->cg_base, name, AT_REMOVEDIR);
 		}
