@@ -914,17 +914,25 @@ static void scratch_pool_free(struct engine *e)
  * an idle pool). What is in it at close is removed; a crash leaves it in
  * tmp/, which the next open empties.
  */
-static void out_release(struct engine *e, struct attempt *a)
+/* The stdout file open as fd is still a regular file of ours, mode 0600,
+ * with one link (and empty, when empty is set). */
+static int out_ours(int fd, int empty)
 {
 	struct stat st;
+
+	return fstat(fd, &st) == 0 && S_ISREG(st.st_mode) &&
+		st.st_nlink == 1 && st.st_uid == geteuid() &&
+		(st.st_mode & 07777) == 0600 && (!empty || st.st_size == 0);
+}
+
+static void out_release(struct engine *e, struct attempt *a)
+{
 	int kept = 0;
 
 	if (a->out_fd < 0 || !a->out_name[0] || a->out_moved ||
 	    !a->res.contained || a->res.exec_errno)
 		return;
-	if (fstat(a->out_fd, &st) < 0 || !S_ISREG(st.st_mode) ||
-	    st.st_nlink != 1 || st.st_uid != geteuid() ||
-	    (st.st_mode & 07777) != 0600 || ftruncate(a->out_fd, 0) < 0)
+	if (!out_ours(a->out_fd, 0) || ftruncate(a->out_fd, 0) < 0)
 		return;
 	pthread_mutex_lock(&e->scratch_lock);
 	if (e->nout_pool < OUT_POOL_MAX) {
@@ -944,7 +952,6 @@ static void out_release(struct engine *e, struct attempt *a)
  * pool is empty. */
 static int out_take(struct engine *e, struct attempt *a)
 {
-	struct stat st;
 	int got = 0;
 
 	pthread_mutex_lock(&e->scratch_lock);
@@ -960,9 +967,7 @@ static int out_take(struct engine *e, struct attempt *a)
 	 * reach tmp/) */
 	a->out_fd = openat(e->os.tmp, a->out_name, O_RDWR | O_NOFOLLOW |
 			   O_CLOEXEC);
-	if (a->out_fd >= 0 && fstat(a->out_fd, &st) == 0 &&
-	    S_ISREG(st.st_mode) && st.st_nlink == 1 && st.st_size == 0 &&
-	    st.st_uid == geteuid() && (st.st_mode & 07777) == 0600)
+	if (a->out_fd >= 0 && out_ours(a->out_fd, 1))
 		return 1;
 	if (a->out_fd >= 0)
 		close(a->out_fd);
