@@ -54,6 +54,8 @@
 #define LOG_TAIL (32 * 1024)   /* last bytes of stderr kept */
 #define FEED_MAX (256 * 1024)  /* stdin bytes written per wakeup */
 #define FEED_BUF (64 * 1024)   /* per attempt, between input and pipe */
+#define COMMIT_LINGER_MAX 0.002 /* s a batch may wait for more chunks */
+#define COMMIT_BATCH_WANT 256   /* chunks that end the wait at once */
 #define STORE_RETRY 1.0        /* seconds before retrying after a store
 				* error that could not be recorded */
 
@@ -712,8 +714,17 @@ int engine_open(const struct engine_opts *o, struct executor *ex,
 	pthread_mutex_init(&e->lock, NULL);
 	pthread_mutex_init(&e->scratch_lock, NULL);
 	pthread_cond_init(&e->idle, NULL);
-	pthread_cond_init(&e->commit_cond, NULL);
+	{
+		/* commit_main() waits on it with a monotonic deadline */
+		pthread_condattr_t ca;
+
+		pthread_condattr_init(&ca);
+		pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+		pthread_cond_init(&e->commit_cond, &ca);
+		pthread_condattr_destroy(&ca);
+	}
 	pthread_cond_init(&e->encode_cond, NULL);
+	pthread_cond_init(&e->start_cond, NULL);
 
 	rc = objstore_open(o->store, &e->os, err, errlen);
 	if (rc)
@@ -798,6 +809,7 @@ static void attempt_free(struct engine *e, struct attempt *a)
 		unlinkat(e->os.tmp, a->out_name, 0);
 	if (a->scratch[0])
 		objstore_rmtree(e->os.scratch, a->scratch);
+	exec_env_free(a->env);
 	free(a->inl);
 	free(a->tail);
 	free(a->inbuf);
@@ -1055,21 +1067,47 @@ static void open_log(struct attempt *a)
 		a->log_fd = fd;
 }
 
-/* Start one attempt of chunk n. Called with e->lock held, from the
- * scheduler thread. On failure the chunk is left as it was and a negative
- * errno is returned. */
-static int attempt_start(struct engine *e, struct job *j, uint32_t n)
+static void feed_stdin(struct engine *e, struct attempt *a);
+static void attempt_failed(struct engine *e, struct attempt *a,
+			   const char *why, const char *event);
+
+/*
+ * Starting an attempt has three steps, so that the scheduler never waits
+ * for a worker to be created:
+ *
+ *   attempt_prepare  the scheduler, with the lock: the chunk becomes this
+ *                    attempt's (CS_RUNNING, a slot taken) and its
+ *                    environment is built; the attempt goes on the start
+ *                    queue;
+ *   attempt_launch   the start thread, without the lock: scratch
+ *                    directory, stdout file, pipes, the process, and the
+ *                    chunk written into the stdin pipe;
+ *   attempt_link     the start thread, with the lock: the attempt joins
+ *                    e->attempts (or, if it could not start, the chunk
+ *                    fails or goes back to pending) and the scheduler is
+ *                    woken to poll it.
+ *
+ * The slow middle step is what the scheduler used to wait for: creating
+ * the process returns only once the child has exec'd (CLONE_VFORK), and
+ * on a busy machine that child first waits for a CPU. Meanwhile the
+ * scheduler reaps the attempts that end. Between prepare and link the
+ * attempt is in no list; the job is busy (no new plan, spec, reset or
+ * rmdir), so the spec and names it uses stay.
+ */
+
+/* Step 1. Called with e->lock held, from the scheduler thread. On failure
+ * the chunk is left as it was and a negative errno is returned. */
+static int attempt_prepare(struct engine *e, struct job *j, uint32_t n,
+			   struct attempt **out)
 {
 	struct attempt *a;
 	struct chunk_rec r;
 	struct db_txn *t = NULL;
-	char cwd[4200], outpath[4300], var[5][160];
-	char *jobvars[7];
-	char **env = NULL;
-	char *shargv[4];
-	int inp[2] = { -1, -1 }, errp[2] = { -1, -1 }, wfd = -1;
-	struct exec_request req = { 0 };
-	int rc, reused;
+	char outpath[4300], var[5][160];
+	char *vars[8];
+	char *pv;
+	size_t plen;
+	int rc;
 
 	rc = db_begin(e->db, 0, &t);
 	if (rc)
@@ -1094,47 +1132,60 @@ static int attempt_start(struct engine *e, struct job *j, uint32_t n)
 	if (r.end > j->input_size)
 		a->in_off = a->in_end = 0;
 
-	reused = scratch_take(e, a);
-	if (!reused)
+	a->scratch_reused = scratch_take(e, a);
+	if (!a->scratch_reused)
 		snprintf(a->scratch, sizeof(a->scratch), "%" PRIu64 "-%"
 			 PRIu32 "-%" PRIu32 "-%lx", j->id, n, a->number,
 			 (unsigned long)(mono_now() * 1e6));
-	snprintf(cwd, sizeof(cwd), "%s/scratch/%s", e->os.path, a->scratch);
-	snprintf(outpath, sizeof(outpath), "JOBFS_OUTPUT=%s/output.%s", cwd,
-		 j->spec.ext);
+	snprintf(outpath, sizeof(outpath), "JOBFS_OUTPUT=%s/scratch/%s/"
+		 "output.%s", e->os.path, a->scratch, j->spec.ext);
 	snprintf(var[0], sizeof(var[0]), "JOBFS_JOB=%s", j->name);
 	snprintf(var[1], sizeof(var[1]), "JOBFS_CHUNK=%" PRIu32, n);
 	snprintf(var[2], sizeof(var[2]), "JOBFS_CHUNKS=%" PRIu32, j->nchunks);
 	snprintf(var[3], sizeof(var[3]), "JOBFS_ATTEMPT=%" PRIu32, a->number);
-	jobvars[0] = var[0];
-	jobvars[1] = var[1];
-	jobvars[2] = var[2];
-	jobvars[3] = var[3];
-	jobvars[4] = outpath;
-	jobvars[5] = NULL;
-	{
-		/* params can be long: give it its own allocation */
-		size_t plen = strlen(j->spec.params) + 16;
-		char *pv = malloc(plen);
-		char *vars[8];
-
-		if (!pv) {
-			rc = -ENOMEM;
-			goto fail;
-		}
+	/* params can be long: give it its own allocation */
+	plen = strlen(j->spec.params) + 16;
+	pv = malloc(plen);
+	if (pv) {
 		snprintf(pv, plen, "JOBFS_PARAMS=%s", j->spec.params);
-		memcpy(vars, jobvars, 5 * sizeof(char *));
+		vars[0] = var[0];
+		vars[1] = var[1];
+		vars[2] = var[2];
+		vars[3] = var[3];
+		vars[4] = outpath;
 		vars[5] = pv;
 		vars[6] = NULL;
-		env = exec_env_build(j->spec.env, vars);
+		a->env = exec_env_build(j->spec.env, vars);
 		free(pv);
 	}
-	if (!env) {
-		rc = -ENOMEM;
-		goto fail;
+	if (!a->env) {
+		attempt_free(e, a);
+		return -ENOMEM;
 	}
 	a->logs_dir = e->os.logs;
-	req.envp = env;
+
+	/* The chunk is this attempt's from here: the job is busy, and the
+	 * slot is taken. */
+	job_set_cs(j, n, CS_RUNNING);
+	e->nrunning++;
+	*out = a;
+	return 0;
+}
+
+/* Step 2. Called without the lock, from the start thread: nobody else
+ * sees the attempt. Returns 0 or a negative errno; on failure nothing of
+ * the attempt is left running. */
+static int attempt_launch(struct engine *e, struct attempt *a)
+{
+	struct job *j = a->job;
+	struct exec_request req = { 0 };
+	char cwd[4200];
+	char *shargv[4];
+	int inp[2] = { -1, -1 }, errp[2] = { -1, -1 }, wfd = -1;
+	int rc = 0;
+
+	snprintf(cwd, sizeof(cwd), "%s/scratch/%s", e->os.path, a->scratch);
+	req.envp = a->env;
 	req.cwd = cwd;
 	req.max_output = j->spec.max_output;
 	req.max_procs = j->spec.max_procs;
@@ -1148,19 +1199,7 @@ static int attempt_start(struct engine *e, struct job *j, uint32_t n)
 		req.argv = j->spec.argv;
 	}
 
-	/*
-	 * The chunk is this attempt's from here: the job is busy (no new
-	 * plan, spec, reset or rmdir; the spec and names used below stay),
-	 * and the slot is taken. The files, pipes and the process are made
-	 * without the engine lock: they are the slow part of a start (a
-	 * directory and a file to allocate, a pids cgroup to make and
-	 * enter, an exec to wait for), and nobody else can see the attempt
-	 * until it is linked.
-	 */
-	job_set_cs(j, n, CS_RUNNING);
-	e->nrunning++;
-	pthread_mutex_unlock(&e->lock);
-	if (!reused && mkdirat(e->os.scratch, a->scratch, 0700) < 0) {
+	if (!a->scratch_reused && mkdirat(e->os.scratch, a->scratch, 0700) < 0) {
 		rc = -errno;
 		a->scratch[0] = '\0';
 	}
@@ -1182,7 +1221,7 @@ static int attempt_start(struct engine *e, struct job *j, uint32_t n)
 		crashpoint("tmp-created");
 		/* the previous attempt's log goes; this one's comes with
 		 * its first stderr byte */
-		log_unlink(e->os.logs, j->id, n);
+		log_unlink(e->os.logs, j->id, a->n);
 		if (pipe2(inp, O_CLOEXEC) < 0 || pipe2(errp, O_CLOEXEC) < 0)
 			rc = -errno;
 	}
@@ -1194,32 +1233,73 @@ static int attempt_start(struct engine *e, struct job *j, uint32_t n)
 	}
 	if (wfd >= 0)
 		close(wfd);
-	pthread_mutex_lock(&e->lock);
-	exec_env_free(env);
-	env = NULL;
 	if (inp[0] >= 0)
 		close(inp[0]);
 	if (errp[1] >= 0)
 		close(errp[1]);
-	inp[0] = errp[1] = -1;
+	exec_env_free(a->env);
+	a->env = NULL;
 	if (rc) {
-		e->nrunning--;
-		job_set_cs(j, n, CS_PENDING);
-		goto fail;
+		if (inp[1] >= 0)
+			close(inp[1]);
+		if (errp[0] >= 0)
+			close(errp[0]);
+		return rc;
 	}
-	a->in_fd = inp[1];
 	a->err_fd = errp[0];
-	fcntl(a->in_fd, F_SETFL, O_NONBLOCK);
 	fcntl(a->err_fd, F_SETFL, O_NONBLOCK);
+	/* Fill the pipe now, while the worker is still being loaded: a
+	 * chunk that fits is waiting when it first reads, so it never
+	 * sleeps on its stdin, and no round through the scheduler's poll
+	 * is needed to give it. */
+	a->in_fd = inp[1];
+	fcntl(a->in_fd, F_SETFL, O_NONBLOCK);
 	if (a->in_off == a->in_end) {
 		close(a->in_fd);
 		a->in_fd = -1;
+	} else {
+		feed_stdin(e, a);
 	}
-
 	a->started_ms = wall_ms();
 	a->started_mono = mono_now();
 	a->deadline_mono = j->spec.timeout > 0 ?
 		a->started_mono + j->spec.timeout : 0;
+	return 0;
+}
+
+/* The chunk could not even be started: count it as a failed attempt, so
+ * that a store that keeps failing cannot make the scheduler spin. Called
+ * with the lock held. */
+static void start_failed(struct engine *e, struct job *j, uint32_t n,
+			 int rc)
+{
+	struct attempt fake = { .job = j, .n = n };
+
+	fake.res.exec_errno = -rc;
+	snprintf(j->last_error, sizeof(j->last_error),
+		 "cannot start chunk %" PRIu32 ": %s", n, strerror(-rc));
+	fake.ended = 1;
+	fake.started_mono = mono_now();
+	attempt_failed(e, &fake, j->last_error, "failed");
+	job_check_finished(e, j);
+}
+
+/* Step 3. Called with e->lock held, from the start thread, with what
+ * attempt_launch returned. */
+static void attempt_link(struct engine *e, struct attempt *a, int rc)
+{
+	struct job *j = a->job;
+
+	if (rc) {
+		uint32_t n = a->n;
+
+		e->nrunning--;
+		pthread_cond_broadcast(&e->idle);
+		job_set_cs(j, n, CS_PENDING);
+		attempt_free(e, a);
+		start_failed(e, j, n, rc);
+		return;
+	}
 	a->next = e->attempts;
 	e->attempts = a;
 	attempt_event(j, a, "started", NULL, -1);
@@ -1228,18 +1308,49 @@ static int attempt_start(struct engine *e, struct job *j, uint32_t n)
 		a->kill = e->stopping ? KILL_SHUTDOWN : KILL_CANCEL;
 		exec_kill(e->ex, a->ex);
 	}
-	return 0;
+}
 
-fail:
-	for (int i = 0; i < 2; i++) {
-		if (inp[i] >= 0)
-			close(inp[i]);
-		if (errp[i] >= 0)
-			close(errp[i]);
-	}
-	exec_env_free(env);
+/* Give back a prepared attempt that will not be launched: the daemon is
+ * stopping. Called with e->lock held. */
+static void attempt_unprepare(struct engine *e, struct attempt *a)
+{
+	e->nrunning--;
+	pthread_cond_broadcast(&e->idle);
+	job_set_cs(a->job, a->n, CS_PENDING);
 	attempt_free(e, a);
-	return rc;
+}
+
+static void *start_main(void *arg)
+{
+	struct engine *e = arg;
+
+	pthread_mutex_lock(&e->lock);
+	for (;;) {
+		struct attempt *a;
+		int rc;
+
+		while (!e->startq && !e->stop_start)
+			pthread_cond_wait(&e->start_cond, &e->lock);
+		a = e->startq;
+		if (!a)
+			break;
+		e->startq = a->start_next;
+		if (!e->startq)
+			e->startq_tail = NULL;
+		a->start_next = NULL;
+		if (e->stopping) {
+			attempt_unprepare(e, a);
+		} else {
+			pthread_mutex_unlock(&e->lock);
+			rc = attempt_launch(e, a);
+			pthread_mutex_lock(&e->lock);
+			attempt_link(e, a, rc);
+		}
+		e->nstarting--;
+		engine_wake(e);
+	}
+	pthread_mutex_unlock(&e->lock);
+	return NULL;
 }
 
 /* ------------------------------------------------------------------ */
@@ -1581,6 +1692,8 @@ static void attempt_ended(struct engine *e, struct attempt *a)
 	log_finish(a);
 	e->nrunning--;
 	pthread_cond_broadcast(&e->idle); /* job_find_settled() */
+	if (!e->nrunning && e->ncommitq)
+		pthread_cond_signal(&e->commit_cond); /* commit_linger() */
 
 	if (a->kill == KILL_CANCEL || a->kill == KILL_SHUTDOWN) {
 		/* Not the chunk's fault: back to pending, no attempt spent. */
@@ -1981,9 +2094,40 @@ static void commit_batch(struct engine *e, struct attempt **batch, size_t n,
 	engine_wake(e);
 }
 
+/*
+ * Group commit, the waiting half. A batch costs two fdatasyncs (LMDB's
+ * data, then its meta page) whatever its size, so while other attempts
+ * are still running the commit thread waits for them a little before it
+ * commits: at most as long as its last batch took, and never once no
+ * attempt is left running. A chunk is then reported done at most one
+ * commit's time later, and a run of tiny chunks needs a fraction of the
+ * fsyncs (docs/design.md, "Group commit"). Called and returns with the
+ * lock held.
+ */
+static void commit_linger(struct engine *e)
+{
+	struct timespec dl;
+	double wait = e->last_commit_s;
+
+	if (!e->ncommitq || !e->nrunning || e->stop_commit || wait <= 0)
+		return;
+	if (wait > COMMIT_LINGER_MAX)
+		wait = COMMIT_LINGER_MAX;
+	clock_gettime(CLOCK_MONOTONIC, &dl);
+	dl.tv_nsec += (long)(wait * 1e9);
+	dl.tv_sec += dl.tv_nsec / 1000000000L;
+	dl.tv_nsec %= 1000000000L;
+	while (e->nrunning && e->ncommitq < COMMIT_BATCH_WANT &&
+	       !e->stop_commit &&
+	       pthread_cond_timedwait(&e->commit_cond, &e->lock, &dl) == 0) {
+		/* woken: by a chunk to commit, or by the end of the run */
+	}
+}
+
 static void *commit_main(void *arg)
 {
 	struct engine *e = arg;
+	double t0;
 
 	pthread_mutex_lock(&e->lock);
 	for (;;) {
@@ -1995,6 +2139,7 @@ static void *commit_main(void *arg)
 			pthread_cond_wait(&e->commit_cond, &e->lock);
 		if (!e->ncommitq && !e->ndead && e->stop_commit)
 			break;
+		commit_linger(e);
 		batch = e->commitq;
 		n = e->ncommitq;
 		dead = e->dead;
@@ -2004,7 +2149,9 @@ static void *commit_main(void *arg)
 		e->dead = NULL;
 		e->ndead = e->capdead = 0;
 		pthread_mutex_unlock(&e->lock);
+		t0 = mono_now();
 		commit_batch(e, batch, n, dead, ndead);
+		e->last_commit_s = mono_now() - t0;
 		free(batch);
 		free(dead);
 		pthread_mutex_lock(&e->lock);
@@ -2062,27 +2209,24 @@ static void schedule(struct engine *e)
 	while (!e->stopping && e->nrunning < e->o.max_running) {
 		uint32_t n;
 		struct job *j = pick_job(e, &n);
+		struct attempt *a = NULL;
 		int rc;
 
 		if (!j)
 			break;
-		rc = attempt_start(e, j, n);
+		rc = attempt_prepare(e, j, n, &a);
 		if (rc) {
-			/* Could not even start: count it, so a store that
-			 * keeps failing cannot spin forever. */
-			struct attempt fake = { .job = j, .n = n };
-
-			fake.res.exec_errno = -rc;
-			snprintf(j->last_error, sizeof(j->last_error),
-				 "cannot start chunk %" PRIu32 ": %s", n,
-				 strerror(-rc));
-			fake.ended = 1;
-			fake.started_mono = mono_now();
-			attempt_failed(e, &fake, j->last_error, "failed");
-			job_check_finished(e, j);
+			start_failed(e, j, n, rc);
 			/* let the loop breathe: the lock goes down in poll */
 			break;
 		}
+		if (e->startq_tail)
+			e->startq_tail->start_next = a;
+		else
+			e->startq = a;
+		e->startq_tail = a;
+		e->nstarting++;
+		pthread_cond_signal(&e->start_cond);
 		j->scan = n % j->nchunks;
 	}
 }
@@ -2145,7 +2289,7 @@ static void *sched_main(void *arg)
 			}
 			count += 3;
 		}
-		if (e->stopping && !e->attempts)
+		if (e->stopping && !e->attempts && !e->nstarting)
 			break;
 
 		if (count > cap) {
@@ -2283,7 +2427,17 @@ int engine_start(struct engine *e)
 		pthread_join(e->commit_thread, NULL);
 		return -rc;
 	}
-	rc = pthread_create(&e->sched_thread, NULL, sched_main, e);
+	rc = pthread_create(&e->start_thread, NULL, start_main, e);
+	if (!rc) {
+		rc = pthread_create(&e->sched_thread, NULL, sched_main, e);
+		if (rc) {
+			pthread_mutex_lock(&e->lock);
+			e->stop_start = 1;
+			pthread_cond_signal(&e->start_cond);
+			pthread_mutex_unlock(&e->lock);
+			pthread_join(e->start_thread, NULL);
+		}
+	}
 	if (rc) {
 		pthread_mutex_lock(&e->lock);
 		e->stop_commit = 1;
@@ -2312,6 +2466,13 @@ void engine_shutdown(struct engine *e)
 	pthread_mutex_unlock(&e->lock);
 	engine_wake(e);
 	pthread_join(e->sched_thread, NULL);
+
+	/* the scheduler ended with no start queued or under way */
+	pthread_mutex_lock(&e->lock);
+	e->stop_start = 1;
+	pthread_cond_signal(&e->start_cond);
+	pthread_mutex_unlock(&e->lock);
+	pthread_join(e->start_thread, NULL);
 
 	pthread_mutex_lock(&e->lock);
 	e->stop_commit = 1;
@@ -2346,6 +2507,7 @@ void engine_close(struct engine *e)
 	pthread_mutex_destroy(&e->scratch_lock);
 	pthread_cond_destroy(&e->idle);
 	pthread_cond_destroy(&e->commit_cond);
+	pthread_cond_destroy(&e->start_cond);
 	pthread_cond_destroy(&e->encode_cond);
 	free(e);
 }

@@ -84,6 +84,9 @@ struct attempt {
 	int out_moved;               /* out_fd is now the worker's
 				      * JOBFS_OUTPUT file */
 	char scratch[96];            /* name under scratch/ */
+	int scratch_reused;          /* taken from the pool: it exists */
+	char **env;                  /* the worker's, until it starts */
+	struct attempt *start_next;  /* in e->startq */
 	int64_t started_ms;
 	double started_mono, deadline_mono;
 	enum kill_reason kill;
@@ -186,7 +189,16 @@ struct engine {
 	uint8_t (*dead)[SHA_LEN];     /* objects that may have no refs left */
 	size_t ndead, capdead;
 	pthread_cond_t commit_cond;
+
+	/* prepared attempts for the start thread (attempt_prepare); a
+	 * queued or launching attempt is in no other list, and holds its
+	 * slot in nrunning */
+	struct attempt *startq, *startq_tail;
+	unsigned nstarting;           /* queued or launching */
+	pthread_cond_t start_cond;
+	int stop_start;
 	size_t committed_since_drop;  /* the commit thread's own */
+	double last_commit_s;         /* and how long its last batch took */
 
 	pthread_cond_t encode_cond;
 	int encode_wanted, stop_encode;
@@ -203,7 +215,7 @@ struct engine {
 	size_t inline_max;            /* outputs kept in LMDB up to this */
 
 	int wake[2];                  /* self-pipe for the scheduler */
-	pthread_t sched_thread, commit_thread, encode_thread;
+	pthread_t sched_thread, commit_thread, encode_thread, start_thread;
 	int started, stopping, stop_commit, shut;
 	double stop_deadline;
 };

@@ -9,9 +9,11 @@
  *                  -> exec_free()
  *
  * exec_kill() may be called at any point between start and free and is
- * idempotent. exec_start, exec_fd, exec_kill and exec_reap are called from
- * the engine (scheduler) thread only; exec_free of a reaped attempt may be
- * called from another thread, while an attempt starts.
+ * idempotent. One thread at a time starts attempts (the engine's start
+ * thread); exec_fd, exec_kill and exec_reap of the attempts already
+ * started may be called from another thread meanwhile (the scheduler),
+ * and exec_free of a reaped attempt from a third (the commit thread). The
+ * engine never calls two of them at once on one attempt.
  *
  * The local executor runs each attempt as a fresh process group (the
  * attempt's "tree"): it is killed as a whole on exec_kill(), and whatever

@@ -81,7 +81,10 @@ struct local_executor {
 	unsigned nattempts;   /* attempts not yet freed; atomic: an attempt
 			       * may be freed by another thread (the
 			       * engine's commit thread) while one starts */
-	struct exec_attempt *running; /* list of attempts not yet reaped */
+	struct exec_attempt *running; /* list of attempts not yet reaped,
+				       * under run_lock: one thread starts
+				       * while another reaps */
+	pthread_mutex_t run_lock;
 	int cg_base;          /* pids cgroup directory we may make children
 			       * in, or -1 (then RLIMIT_NPROC) */
 	pid_t cg_owner;       /* our pid, in the names of our cgroups */
@@ -90,7 +93,8 @@ struct local_executor {
 	size_t cg_nleft, cg_capleft;
 	/* empty cgroups of contained attempts, kept for the next ones
 	 * (cg_release, bound_procs): making and removing a cgroup costs
-	 * more than the rest of a tiny chunk's start */
+	 * more than the rest of a tiny chunk's start. cg_lock guards the
+	 * pool and cg_left. */
 	pthread_mutex_t cg_lock;
 	struct { unsigned long n; uint32_t max; } cg_pool[CG_POOL_MAX];
 	size_t cg_npool;
@@ -360,6 +364,7 @@ static int cg_remove(int base, const char *name)
 static void cg_retry_left(struct local_executor *ex)
 {
 	size_t k = 0;
+	pthread_mutex_lock(&ex->cg_lock);
 	for (size_t i = 0; i < ex->cg_nleft; i++) {
 		char name[64];
 		cg_name(name, sizeof name, ex->cg_owner, ex->cg_left[i]);
@@ -367,6 +372,7 @@ static void cg_retry_left(struct local_executor *ex)
 			ex->cg_left[k++] = ex->cg_left[i];
 	}
 	ex->cg_nleft = k;
+	pthread_mutex_unlock(&ex->cg_lock);
 }
 
 /* Whether cgroup name under base has no task: its pids.current is 0. */
@@ -412,15 +418,21 @@ static int cg_release(struct local_executor *ex, unsigned long n,
 	rc = cg_remove(ex->cg_base, name);
 	if (rc >= 0)
 		return rc;
+	pthread_mutex_lock(&ex->cg_lock);
 	if (ex->cg_nleft == ex->cg_capleft) {
 		size_t cap = ex->cg_capleft ? ex->cg_capleft * 2 : 16;
 		void *p = realloc(ex->cg_left, cap * sizeof *ex->cg_left);
-		if (p == NULL)
-			return 0; /* stays behind; removed at the next start */
+		if (p == NULL) {
+			/* stays behind; the sweep of stale cgroups of the
+			 * next daemon removes it */
+			pthread_mutex_unlock(&ex->cg_lock);
+			return 0;
+		}
 		ex->cg_left = p;
 		ex->cg_capleft = cap;
 	}
 	ex->cg_left[ex->cg_nleft++] = n;
+	pthread_mutex_unlock(&ex->cg_lock);
 	return 0;
 }
 
@@ -635,6 +647,7 @@ int exec_local_open(struct executor **out)
 	ex->cg_owner = getpid();
 	ex->cg_base = cg_open_base(ex->cg_owner);
 	pthread_mutex_init(&ex->cg_lock, NULL);
+	pthread_mutex_init(&ex->run_lock, NULL);
 	*out = &ex->base;
 	return 0;
 }
@@ -818,11 +831,13 @@ static _Noreturn void child_main(const struct child_plan *p)
 
 static void running_link(struct local_executor *ex, struct exec_attempt *a)
 {
+	pthread_mutex_lock(&ex->run_lock);
 	a->prev = NULL;
 	a->next = ex->running;
 	if (ex->running)
 		ex->running->prev = a;
 	ex->running = a;
+	pthread_mutex_unlock(&ex->run_lock);
 }
 
 static void running_unlink(struct exec_attempt *a)
@@ -830,6 +845,7 @@ static void running_unlink(struct exec_attempt *a)
 	struct local_executor *ex = a->ex;
 	if (ex == NULL)
 		return;
+	pthread_mutex_lock(&ex->run_lock);
 	if (a->prev)
 		a->prev->next = a->next;
 	else if (ex->running == a)
@@ -837,6 +853,7 @@ static void running_unlink(struct exec_attempt *a)
 	if (a->next)
 		a->next->prev = a->prev;
 	a->prev = a->next = NULL;
+	pthread_mutex_unlock(&ex->run_lock);
 }
 
 /* Is fd open? Checked before fork so that a bad request fails here and
@@ -878,8 +895,7 @@ static pid_t fork_pidfd(int *pidfd)
  * safe because child_main() writes nothing but its own stack and errno
  * (this thread's, which sleeps meanwhile), and has its own copy of the
  * signal handlers (no CLONE_SIGHAND). valgrind runs it as a fork. The
- * stack is made once and reused: one start at a time, from the engine
- * thread. Falls back to fork_pidfd() if the stack cannot be mapped.
+ * stack is made once and reused: one start at a time (exec.h). Falls back to fork_pidfd() if the stack cannot be mapped.
  */
 #define CHILD_STACK ((size_t)64 * 1024)
 
@@ -1207,6 +1223,7 @@ static void executor_maybe_free(struct local_executor *ex)
 			close(ex->cg_base);
 		}
 		pthread_mutex_destroy(&ex->cg_lock);
+		pthread_mutex_destroy(&ex->run_lock);
 		free(ex->cg_left);
 		if (ex->stack != NULL)
 			munmap(ex->stack, ex->stack_len);
@@ -1246,8 +1263,10 @@ static void local_free(struct exec_attempt *a)
 static void local_close(struct executor *base)
 {
 	struct local_executor *ex = (struct local_executor *)base;
+	pthread_mutex_lock(&ex->run_lock);
 	for (struct exec_attempt *a = ex->running; a != NULL; a = a->next)
 		kill(-a->pid, SIGKILL);
+	pthread_mutex_unlock(&ex->run_lock);
 	if (ex->wd_fd >= 0) {
 		close(ex->wd_fd);
 		ex->wd_fd = -1;
