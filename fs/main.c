@@ -65,11 +65,8 @@ struct options {
 #define OPT(t, p) { t, offsetof(struct options, p), 1 }
 static const struct fuse_opt option_spec[] = {
 	OPT("--store=%s", store),
-	OPT("--store %s", store),
 	OPT("--max-running=%u", max_running),
-	OPT("--max-running %u", max_running),
 	OPT("--grace=%lf", grace),
-	OPT("--grace %lf", grace),
 	OPT("--no-resume", no_resume),
 	OPT("--max-input=%llu", max_input),
 	OPT("--max-chunks=%u", max_chunks),
@@ -84,13 +81,79 @@ static const struct fuse_opt option_spec[] = {
 	FUSE_OPT_END
 };
 
+/* The options above that take a value. */
+static const char *const value_opts[] = {
+	"--store", "--max-running", "--grace", "--max-input", "--max-chunks",
+	"--max-jobs", "--map-size", "--readahead", "--inline-max",
+};
+
+/*
+ * Every option that takes a value may be given as "--opt=VALUE" or as
+ * "--opt VALUE". fuse_opt would match a "--opt %s" template against
+ * "--opt=VALUE" too and take "=VALUE" for the value, so only the '='
+ * templates exist, and this joins the two-word form into one word first
+ * (up to a "--", after which everything is an argument). Returns 0, or -1
+ * after a message: an option without its value, or no memory. On success
+ * *out is a copy of argv whose joined words are malloc'ed.
+ */
+static int join_values(int argc, char *argv[], char ***out, int *outc)
+{
+	char **v = calloc((size_t)argc + 1, sizeof(*v));
+	const size_t nopts = sizeof(value_opts) / sizeof(value_opts[0]);
+	int n = 0, i;
+
+	if (!v)
+		return -1;
+	for (i = 0; i < argc; i++) {
+		size_t k = nopts;
+
+		if (i > 0 && !strcmp(argv[i], "--")) {
+			while (i < argc)
+				v[n++] = argv[i++];
+			break;
+		}
+		if (i > 0)
+			for (k = 0; k < nopts; k++)
+				if (!strcmp(argv[i], value_opts[k]))
+					break;
+		if (k == nopts) {
+			v[n++] = argv[i];
+			continue;
+		}
+		if (i + 1 >= argc) {
+			fprintf(stderr, "jobfs: option '%s' needs a value\n",
+				argv[i]);
+			goto fail;
+		}
+		if (asprintf(&v[n], "%s=%s", argv[i], argv[i + 1]) < 0)
+			goto fail;
+		n++;
+		i++;
+	}
+	*out = v;
+	*outc = n;
+	return 0;
+
+fail:
+	for (int k = 0; k < n; k++) {
+		int from_argv = 0;
+
+		for (int j = 0; j < argc; j++)
+			from_argv |= v[k] == argv[j];
+		if (!from_argv)
+			free(v[k]); /* a word joined here */
+	}
+	free(v);
+	return -1;
+}
+
 static void usage(const char *prog)
 {
 	printf("usage: %s [options] MOUNTPOINT\n\n"
 "jobfs makes each long, chunked batch job a directory: write a spec and an\n"
 "input, echo resume > control, and every chunk that finishes is kept, even\n"
 "across crashes.\n\n"
-"options:\n"
+"options (a value may follow '=' or a space):\n"
 "    --store DIR          where jobs live (default $XDG_STATE_HOME/jobfs,\n"
 "                         else ~/.local/state/jobfs)\n"
 "    --max-running N      chunks running at once over all jobs (default:\n"
@@ -436,9 +499,14 @@ static int preload_cancellation(void)
 	return pthread_join(t, NULL) == 0 ? 0 : -1;
 }
 
+/* argv with the options' values joined (join_values), kept for the life
+ * of the process */
+static char **joined;
+static int njoined;
+
 int main(int argc, char *argv[])
 {
-	struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
+	struct fuse_args args;
 	struct fuse_cmdline_opts fo;
 	struct fuse_loop_config *lc = NULL;
 	struct options o = { 0 };
@@ -456,6 +524,9 @@ int main(int argc, char *argv[])
 	o.max_jobs = 10000;
 	o.readahead_kb = 1024;
 	o.inline_max = ENGINE_INLINE_DEFAULT;
+	if (join_values(argc, argv, &joined, &njoined) < 0)
+		return 2;
+	args = (struct fuse_args)FUSE_ARGS_INIT(njoined, joined);
 	if (fuse_opt_parse(&args, &o, option_spec, NULL) < 0)
 		return 2;
 	if (o.help || o.version) {

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """test_cli.py - the command line and the scheduler's global rules:
---help and --version, the default store under $XDG_STATE_HOME, --no-resume,
+--help and --version, option values as --opt=V or --opt V, the default store under $XDG_STATE_HOME, --no-resume,
 SIGINT in the foreground, the global --max-running limit, priority across
 jobs, every chunking mode through the mount, and startup recovery leaving
 no temp files."""
@@ -48,6 +48,42 @@ class Cli(h.JobfsTestCase):
                            timeout=10)
         self.assertNotEqual(r.returncode, 0)
         self.assertIn("mountpoint", r.stderr)
+
+    def test_option_values_in_either_form(self):
+        # "--opt=VALUE" and "--opt VALUE" mean the same for every option
+        # with a value
+        for form in (["--inline-max=2000"], ["--inline-max", "2000"],
+                     ["--max-running=x"], ["--max-running", "x"]):
+            r = subprocess.run([h.JOBFS] + form + [self.d.mnt],
+                               capture_output=True, text=True, timeout=10)
+            self.assertEqual(r.returncode, 2, (form, r.stderr))
+            self.assertRegex(r.stderr, "inline-max is at most 1984|"
+                             "invalid parameter in option `--max-running=x'",
+                             form)
+        r = subprocess.run([h.JOBFS, self.d.mnt, "--store"],
+                           capture_output=True, text=True, timeout=10)
+        self.assertEqual(r.returncode, 2)
+        self.assertIn("option '--store' needs a value", r.stderr)
+        # --store=DIR is DIR, not "=DIR" under the working directory
+        cwd = os.path.join(self.d.root, "cwd")
+        store = os.path.join(self.d.root, "eqstore")
+        mnt = os.path.join(self.d.root, "mnt3")
+        os.makedirs(cwd)
+        os.makedirs(mnt)
+        r = subprocess.run([h.JOBFS, "--store=" + store, "--grace=2",
+                            "--max-running=1", mnt], cwd=cwd,
+                           capture_output=True, text=True, timeout=30)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        try:
+            self.assertTrue(os.path.isdir(os.path.join(store, "db")))
+            self.assertEqual(os.listdir(cwd), [])
+            os.mkdir(os.path.join(mnt, "j"))
+            self.assertIn("j", os.listdir(mnt))
+        finally:
+            with open(os.path.join(store, "lock")) as f:
+                pid = int(f.readline())
+            h.unmount(mnt)
+            h.wait_pid_gone(pid, 10)
 
     def test_default_store_under_xdg_state_home(self):
         state = os.path.join(self.d.root, "state")
