@@ -24,6 +24,7 @@ Only the standard library is used.
 """
 
 import errno
+import fcntl
 import json
 import os
 import shutil
@@ -90,6 +91,23 @@ def wait_pid_gone(pid, timeout):
             return True
         time.sleep(0.05)
     return not pid_alive(pid)
+
+
+def wait_store_free(store, timeout=20):
+    """Wait until no process holds STORE/lock (a daemon's last thread can
+    outlive the zombie its main thread already is); True if it is free."""
+    end = time.monotonic() + timeout
+    while True:
+        fd = os.open(os.path.join(store, "lock"), os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.monotonic() > end:
+                return False
+        finally:
+            os.close(fd)
+        time.sleep(0.02)
 
 
 def procs_with_env(marker):

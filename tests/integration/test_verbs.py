@@ -510,6 +510,57 @@ class Verbs(h.JobfsTestCase):
 
     # -- rmdir ------------------------------------------------------------
 
+    def test_verbs_and_restarts_while_workers_start(self):
+        # Pauses, cancels and unmounts that come while the start thread is
+        # creating workers: no chunk is lost, none is done twice, and no
+        # attempt is spent on a chunk that was given back (with attempts
+        # 1, a spent attempt would fail the chunk).
+        import random
+        d = self.d
+        data = "".join("line %d\n" % i for i in range(1, 1201))
+        spec = {"command": ["tr", "a-z", "A-Z"], "chunking": {"by": "line"},
+                "parallel": 4, "attempts": 1}
+        jobs = ("a", "b")
+        for k in jobs:
+            d.mkjob(k, spec, data)
+        rnd = random.Random(7)
+        for i in range(24):
+            for k in jobs:
+                self.assertIn(d.control(k, "resume"), (0, errno.EBUSY))
+            time.sleep(rnd.uniform(0.005, 0.05))
+            for k in jobs:
+                # refused only when the job has just finished its run
+                self.assertIn(d.control(k, rnd.choice(("pause", "cancel"))),
+                              (0, errno.EINVAL))
+            if i % 8 == 7:
+                for k in jobs:
+                    d.control(k, "resume")
+                time.sleep(0.03)
+                # an unmount, and the daemon's own shutdown to its end
+                h.unmount(d.mnt)
+                self.assertTrue(h.wait_store_free(d.store))
+                self.assertEqual(os.listdir(os.path.join(d.store, "tmp")),
+                                 [])
+                d = self.new_daemon(store=d.store, mnt=d.mnt)
+        for k in jobs:
+            d.control(k, "resume")
+        for k in jobs:
+            d.wait_for(k, "done", 60)
+            self.assertEqual(h.read_bytes(d.path(k, "output.out")),
+                             data.upper().encode())
+            ev = d.events(k)
+            done = [e["chunk"] for e in ev if e["event"] == "done"]
+            self.assertEqual(sorted(done), list(range(1, 1201)))
+            # a chunk given back is cancelled, never failed
+            self.assertEqual([e for e in ev if e["event"] in
+                              ("failed", "timeout")], [])
+            self.assertTrue(any(e["event"] == "cancelled" for e in ev))
+            self.assertEqual(d.sj(k)["chunks"]["failed"], 0)
+        h.unmount(d.mnt)
+        self.assertTrue(h.wait_store_free(d.store))
+        self.assertEqual(os.listdir(os.path.join(d.store, "tmp")), [])
+        self.assertEqual(os.listdir(os.path.join(d.store, "scratch")), [])
+
     def test_rmdir(self):
         d = self.d
         mark = self.marker()
