@@ -427,6 +427,12 @@ void engine_wake(struct engine *e)
 	(void)rc; /* full pipe: a wakeup is pending anyway */
 }
 
+void engine_hurry(struct engine *e)
+{
+	e->hurry = 1;
+	engine_wake(e); /* write(2): async-signal-safe */
+}
+
 void engine_mark_dead(struct engine *e, const uint8_t sha[SHA_LEN])
 {
 	if (e->ndead == e->capdead) {
@@ -2266,6 +2272,8 @@ static void *sched_main(void *arg)
 
 		expire_waits(e, now, &next);
 		schedule(e);
+		if (e->stopping && e->hurry && e->stop_deadline > now)
+			e->stop_deadline = now; /* engine_hurry() */
 
 		/* timeouts and the shutdown deadline */
 		for (struct attempt *a = e->attempts; a; a = a->next) {

@@ -59,6 +59,14 @@ int engine_start(struct engine *e);
  */
 void engine_shutdown(struct engine *e);
 
+/*
+ * End the grace period of a shutdown now (or, called before it, let it
+ * have none): running chunks are killed and return to pending, and the
+ * shutdown goes on to its clean end. Async-signal-safe: called from the
+ * handler of a second SIGTERM, SIGINT or SIGHUP.
+ */
+void engine_hurry(struct engine *e);
+
 /* Free the engine after engine_shutdown(). */
 void engine_close(struct engine *e);
 

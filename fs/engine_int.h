@@ -11,6 +11,7 @@
 #define JOBFS_ENGINE_INT_H
 
 #include <pthread.h>
+#include <signal.h>
 #include <stdint.h>
 #include <sys/stat.h>
 
@@ -217,6 +218,7 @@ struct engine {
 	int wake[2];                  /* self-pipe for the scheduler */
 	pthread_t sched_thread, commit_thread, encode_thread, start_thread;
 	int started, stopping, stop_commit, shut;
+	volatile sig_atomic_t hurry;  /* engine_hurry(), from a signal */
 	double stop_deadline;
 };
 

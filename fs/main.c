@@ -14,7 +14,8 @@
  *      the parent, serve.
  * Shutdown (SIGTERM, SIGINT, SIGHUP, or an unmount) leaves the FUSE loop;
  * the mount goes first, then the engine gives running chunks their grace
- * period and persists everything, and the daemon exits 0.
+ * period and persists everything, and the daemon exits 0. Another of
+ * those signals during the grace period ends it at once (late_signals).
  */
 #define FUSE_USE_VERSION 314
 #define _GNU_SOURCE
@@ -499,6 +500,34 @@ static int preload_cancellation(void)
 	return pthread_join(t, NULL) == 0 ? 0 : -1;
 }
 
+/*
+ * After the FUSE loop has ended, SIGTERM, SIGINT and SIGHUP no longer stop
+ * it (libfuse's handlers are gone) and would kill the daemon in the middle
+ * of its shutdown. A signal then means "do not wait for running chunks":
+ * their grace ends at once, and the shutdown still goes to its clean end
+ * (commits, files, exit 0). SIGKILL stays the way to stop at once.
+ */
+static struct engine *stopping_engine;
+
+static void on_late_signal(int sig)
+{
+	(void)sig;
+	engine_hurry(stopping_engine);
+}
+
+static void late_signals(struct engine *e)
+{
+	struct sigaction sa;
+
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_late_signal;
+	sigemptyset(&sa.sa_mask);
+	stopping_engine = e;
+	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGHUP, &sa, NULL);
+}
+
 /* argv with the options' values joined (join_values), kept for the life
  * of the process */
 static char **joined;
@@ -663,9 +692,13 @@ int main(int argc, char *argv[])
 	}
 
 	fuse_remove_signal_handlers(fuse_get_session(fuse));
+	late_signals(e);
 	fuse_unmount(fuse);
 	engine_shutdown(e);
 	fuse_destroy(fuse);   /* frees handles left open: the engine is needed */
+	signal(SIGTERM, SIG_DFL); /* the handler needs the engine */
+	signal(SIGINT, SIG_DFL);
+	signal(SIGHUP, SIG_DFL);
 	engine_close(e);
 	exec_close(ex);
 	fuse_opt_free_args(&args);

@@ -155,6 +155,34 @@ class Shutdown(h.JobfsTestCase):
             lambda d: subprocess.run(["fusermount3", "-u", d.mnt],
                                      check=True))
 
+    def test_second_signal_ends_the_grace_cleanly(self):
+        # A second SIGTERM (or the unmount's SIGTERM after fusermount3 -u)
+        # during a long grace does not kill the daemon halfway: the grace
+        # ends at once, the chunk goes back to pending, the daemon exits 0
+        # and leaves no temp file.
+        mark = uuid.uuid4().hex
+        d = self.fg(grace=60)
+        d.mkjob("k", h.tw_spec({"TW_HANG": 1, "TW_MARK": mark}),
+                "hangs.\n")
+        d.do("k", "resume")
+        d.wait_until(lambda: h.procs_with_env(
+            ("TW_MARK=" + mark).encode()), 5, "the worker")
+        subprocess.run(["fusermount3", "-u", d.mnt], check=True)
+        time.sleep(0.3)
+        self.assertIsNone(d.proc.poll(), "exited before the grace ended")
+        t0 = time.monotonic()
+        os.kill(d.pid, signal.SIGTERM)
+        rc = d.wait_exit(15)
+        self.assertEqual(rc, 0, h.read_text(d.log_path))
+        self.assertLess(time.monotonic() - t0, 5)
+        self.assertEqual(h.procs_with_env(("TW_MARK=" + mark).encode()), [])
+        self.assertEqual(os.listdir(os.path.join(d.store, "tmp")), [])
+
+        d2 = self.new_daemon(store=d.store, mnt=d.mnt, args=["--no-resume"])
+        cancelled = h.chunk_events(d2.events("k"), "cancelled", 1)
+        self.assertEqual([c["error"] for c in cancelled], ["daemon stopping"])
+        self.assertEqual(d2.sj("k")["chunks"]["pending"], 1)
+
     def test_grace_expires_chunk_back_to_pending(self):
         mark = uuid.uuid4().hex
         d = self.fg(grace=1)
