@@ -2395,6 +2395,18 @@ static void *sched_main(void *arg)
 	return NULL;
 }
 
+/* Stop one of the engine's helper threads: set its flag and signal its
+ * condition (with the lock), then join it. */
+static void stop_thread(struct engine *e, int *flag, pthread_cond_t *cond,
+			pthread_t thread)
+{
+	pthread_mutex_lock(&e->lock);
+	*flag = 1;
+	pthread_cond_signal(cond);
+	pthread_mutex_unlock(&e->lock);
+	pthread_join(thread, NULL);
+}
+
 int engine_start(struct engine *e)
 {
 	int rc;
@@ -2427,41 +2439,27 @@ int engine_start(struct engine *e)
 	if (rc)
 		return -rc;
 	rc = pthread_create(&e->encode_thread, NULL, encode_main, e);
-	if (rc) {
-		pthread_mutex_lock(&e->lock);
-		e->stop_commit = 1;
-		pthread_cond_signal(&e->commit_cond);
-		pthread_mutex_unlock(&e->lock);
-		pthread_join(e->commit_thread, NULL);
-		return -rc;
-	}
+	if (rc)
+		goto no_encode;
 	rc = pthread_create(&e->start_thread, NULL, start_main, e);
-	if (!rc) {
-		rc = pthread_create(&e->sched_thread, NULL, sched_main, e);
-		if (rc) {
-			pthread_mutex_lock(&e->lock);
-			e->stop_start = 1;
-			pthread_cond_signal(&e->start_cond);
-			pthread_mutex_unlock(&e->lock);
-			pthread_join(e->start_thread, NULL);
-		}
-	}
-	if (rc) {
-		pthread_mutex_lock(&e->lock);
-		e->stop_commit = 1;
-		e->stop_encode = 1;
-		pthread_cond_signal(&e->commit_cond);
-		pthread_cond_signal(&e->encode_cond);
-		pthread_mutex_unlock(&e->lock);
-		pthread_join(e->commit_thread, NULL);
-		pthread_join(e->encode_thread, NULL);
-		return -rc;
-	}
+	if (rc)
+		goto no_start;
+	rc = pthread_create(&e->sched_thread, NULL, sched_main, e);
+	if (rc)
+		goto no_sched;
 	e->started = 1;
 	pthread_mutex_lock(&e->lock);
 	engine_want_encode(e);
 	pthread_mutex_unlock(&e->lock);
 	return 0;
+
+no_sched:
+	stop_thread(e, &e->stop_start, &e->start_cond, e->start_thread);
+no_start:
+	stop_thread(e, &e->stop_encode, &e->encode_cond, e->encode_thread);
+no_encode:
+	stop_thread(e, &e->stop_commit, &e->commit_cond, e->commit_thread);
+	return -rc;
 }
 
 void engine_shutdown(struct engine *e)
@@ -2476,20 +2474,9 @@ void engine_shutdown(struct engine *e)
 	pthread_join(e->sched_thread, NULL);
 
 	/* the scheduler ended with no start queued or under way */
-	pthread_mutex_lock(&e->lock);
-	e->stop_start = 1;
-	pthread_cond_signal(&e->start_cond);
-	pthread_mutex_unlock(&e->lock);
-	pthread_join(e->start_thread, NULL);
-
-	pthread_mutex_lock(&e->lock);
-	e->stop_commit = 1;
-	pthread_cond_signal(&e->commit_cond);
-	e->stop_encode = 1;
-	pthread_cond_signal(&e->encode_cond);
-	pthread_mutex_unlock(&e->lock);
-	pthread_join(e->commit_thread, NULL);
-	pthread_join(e->encode_thread, NULL);
+	stop_thread(e, &e->stop_start, &e->start_cond, e->start_thread);
+	stop_thread(e, &e->stop_commit, &e->commit_cond, e->commit_thread);
+	stop_thread(e, &e->stop_encode, &e->encode_cond, e->encode_thread);
 	e->shut = 1;
 }
 

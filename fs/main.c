@@ -93,9 +93,10 @@ static const char *const value_opts[] = {
  * "--opt VALUE". fuse_opt would match a "--opt %s" template against
  * "--opt=VALUE" too and take "=VALUE" for the value, so only the '='
  * templates exist, and this joins the two-word form into one word first
- * (up to a "--", after which everything is an argument). Returns 0, or -1
- * after a message: an option without its value, or no memory. On success
- * *out is a copy of argv whose joined words are malloc'ed.
+ * (up to a "--", after which everything is an argument). Sets *out to a
+ * copy of argv whose joined words are malloc'ed, kept for the life of the
+ * process. Returns 0, or -1: an option without its value (after a
+ * message), or no memory.
  */
 static int join_values(int argc, char *argv[], char ***out, int *outc)
 {
@@ -124,28 +125,19 @@ static int join_values(int argc, char *argv[], char ***out, int *outc)
 		if (i + 1 >= argc) {
 			fprintf(stderr, "jobfs: option '%s' needs a value\n",
 				argv[i]);
-			goto fail;
+			break;
 		}
-		if (asprintf(&v[n], "%s=%s", argv[i], argv[i + 1]) < 0)
-			goto fail;
+		if (asprintf(&v[n], "%s=%s", argv[i], argv[i + 1]) < 0) {
+			v[n] = NULL;
+			break;
+		}
 		n++;
 		i++;
 	}
+	/* on failure too: what was joined stays reachable until exit */
 	*out = v;
 	*outc = n;
-	return 0;
-
-fail:
-	for (int k = 0; k < n; k++) {
-		int from_argv = 0;
-
-		for (int j = 0; j < argc; j++)
-			from_argv |= v[k] == argv[j];
-		if (!from_argv)
-			free(v[k]); /* a word joined here */
-	}
-	free(v);
-	return -1;
+	return i < argc ? -1 : 0;
 }
 
 static void usage(const char *prog)

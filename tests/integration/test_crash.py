@@ -121,6 +121,18 @@ class Shutdown(h.JobfsTestCase):
     def fg(self, grace, **kw):
         return self.new_daemon(foreground=True, grace=grace, **kw)
 
+    def hanging_chunk(self, grace):
+        """A foreground daemon whose job k runs one chunk that never ends;
+        the daemon and the worker's TW_MARK."""
+        mark = uuid.uuid4().hex
+        d = self.fg(grace=grace)
+        d.mkjob("k", h.tw_spec({"TW_HANG": 1, "TW_MARK": mark}),
+                "hangs.\n")
+        d.do("k", "resume")
+        d.wait_until(lambda: h.procs_with_env(
+            ("TW_MARK=" + mark).encode()), 5, "the worker")
+        return d, mark
+
     def shutdown_commits_running_chunk(self, stop):
         d = self.fg(grace=5)
         d.mkjob("g", h.tw_spec({"TW_SLEEP_MS": 800}), "only chunk.\n")
@@ -160,13 +172,7 @@ class Shutdown(h.JobfsTestCase):
         # during a long grace does not kill the daemon halfway: the grace
         # ends at once, the chunk goes back to pending, the daemon exits 0
         # and leaves no temp file.
-        mark = uuid.uuid4().hex
-        d = self.fg(grace=60)
-        d.mkjob("k", h.tw_spec({"TW_HANG": 1, "TW_MARK": mark}),
-                "hangs.\n")
-        d.do("k", "resume")
-        d.wait_until(lambda: h.procs_with_env(
-            ("TW_MARK=" + mark).encode()), 5, "the worker")
+        d, mark = self.hanging_chunk(grace=60)
         subprocess.run(["fusermount3", "-u", d.mnt], check=True)
         time.sleep(0.3)
         self.assertIsNone(d.proc.poll(), "exited before the grace ended")
@@ -184,13 +190,7 @@ class Shutdown(h.JobfsTestCase):
         self.assertEqual(d2.sj("k")["chunks"]["pending"], 1)
 
     def test_grace_expires_chunk_back_to_pending(self):
-        mark = uuid.uuid4().hex
-        d = self.fg(grace=1)
-        d.mkjob("k", h.tw_spec({"TW_HANG": 1, "TW_MARK": mark}),
-                "hangs.\n")
-        d.do("k", "resume")
-        d.wait_until(lambda: h.procs_with_env(
-            ("TW_MARK=" + mark).encode()), 5, "the worker")
+        d, mark = self.hanging_chunk(grace=1)
         t0 = time.monotonic()
         os.kill(d.pid, signal.SIGTERM)
         rc = d.wait_exit(15)
