@@ -13,6 +13,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -765,7 +766,7 @@ static int verb_verify(struct engine *e, struct job *j)
 		uint64_t size;
 		int fd;
 
-		rc = engine_obj_open(e, v->obj, &fd);
+		rc = engine_obj_open_unlocked(e, v->obj, &fd);
 		if (rc) {
 			v->bad = 1;
 			snprintf(v->why, sizeof(v->why), "output missing: %s",
@@ -1598,7 +1599,9 @@ struct output_view {
 	uint8_t header[AUDIO_HEADER_MAX];
 	size_t hlen;
 	uint64_t size;
-	int fd;                      /* the object open now */
+	pthread_mutex_t fd_lock;     /* guards fd and fd_idx */
+	int fd;                      /* an object kept open for the next
+				      * read, or -1 (view_fd_take) */
 	uint32_t fd_idx;
 };
 
@@ -1719,6 +1722,7 @@ int view_new_locked(struct engine *e, struct job *j, struct output_view **out)
 		return -ENOMEM;
 	v->e = e;
 	v->fd = -1;
+	pthread_mutex_init(&v->fd_lock, NULL);
 	rc = view_build(e, j, 1, UINT32_MAX, v);
 	if (rc) {
 		engine_output_close(v);
@@ -1784,6 +1788,7 @@ static int view_open(struct engine *e, const char *name, uint32_t first,
 		return -ENOMEM;
 	v->e = e;
 	v->fd = -1;
+	pthread_mutex_init(&v->fd_lock, NULL);
 	LOCK(e);
 	j = job_find(e, name);
 	if (!j)
@@ -1847,18 +1852,42 @@ int engine_output_stat(struct engine *e, const char *name, uint64_t *size)
 	return 0;
 }
 
-/* Open piece i's object, keeping the last one open. */
-static int view_fd(struct output_view *v, uint32_t i)
+/*
+ * Piece i's object, open for one read: the descriptor the view keeps if it
+ * is piece i's, else a new one. The reads of one open file can come from
+ * several FUSE threads at once (the kernel sends a reader's readahead that
+ * way), so a descriptor belongs to one read at a time: taken from the view
+ * here, given back by view_fd_put. A descriptor shared between two reads
+ * could be closed by one while the other reads it, and its number reused
+ * by the next object opened, whose bytes the other read would then serve.
+ */
+static int view_fd_take(struct output_view *v, uint32_t i)
 {
-	if (v->fd >= 0 && v->fd_idx == i)
-		return v->fd;
-	if (v->fd >= 0)
-		close(v->fd);
-	v->fd = -1;
-	if (engine_obj_open(v->e, v->obj[i], &v->fd))
+	int fd = -1;
+
+	pthread_mutex_lock(&v->fd_lock);
+	if (v->fd >= 0 && v->fd_idx == i) {
+		fd = v->fd;
+		v->fd = -1;
+	}
+	pthread_mutex_unlock(&v->fd_lock);
+	if (fd < 0 && engine_obj_open_unlocked(v->e, v->obj[i], &fd))
 		return -EIO;
+	return fd;
+}
+
+/* Keep fd, piece i's, for the next read, in place of what was kept. */
+static void view_fd_put(struct output_view *v, uint32_t i, int fd)
+{
+	int old;
+
+	pthread_mutex_lock(&v->fd_lock);
+	old = v->fd;
+	v->fd = fd;
 	v->fd_idx = i;
-	return v->fd;
+	pthread_mutex_unlock(&v->fd_lock);
+	if (old >= 0)
+		close(old);
 }
 
 ssize_t engine_output_read(struct output_view *v, char *buf, size_t size,
@@ -1901,7 +1930,7 @@ ssize_t engine_output_read(struct output_view *v, char *buf, size_t size,
 		in = pos - start;
 		if (want > v->end[i] - pos)
 			want = (size_t)(v->end[i] - pos);
-		fd = view_fd(v, i);
+		fd = view_fd_take(v, i);
 		if (fd < 0)
 			return done ? (ssize_t)done : fd;
 		if (v->audio && v->enc[i] != v->fmt.enc) {
@@ -1915,6 +1944,7 @@ ssize_t engine_output_read(struct output_view *v, char *buf, size_t size,
 			if (n < 0)
 				n = -errno;
 		}
+		view_fd_put(v, i, fd);
 		if (n < 0)
 			return done ? (ssize_t)done : n;
 		if (n == 0)
@@ -1930,6 +1960,7 @@ void engine_output_close(struct output_view *v)
 		return;
 	if (v->fd >= 0)
 		close(v->fd);
+	pthread_mutex_destroy(&v->fd_lock);
 	free(v->obj);
 	free(v->end);
 	free(v->enc);

@@ -1850,6 +1850,17 @@ int engine_obj_open(struct engine *e, const uint8_t sha[SHA_LEN],
 	return 0;
 }
 
+int engine_obj_open_unlocked(struct engine *e, const uint8_t sha[SHA_LEN],
+			     int *fd_out)
+{
+	int rc;
+
+	pthread_mutex_lock(&e->lock);
+	rc = engine_obj_open(e, sha, fd_out);
+	pthread_mutex_unlock(&e->lock);
+	return rc;
+}
+
 /* ------------------------------------------------------------------ */
 /* the commit thread */
 

@@ -230,9 +230,13 @@ int log_open(int logs, uint64_t job, uint32_t n, int flags);
 int log_unlink(int logs, uint64_t job, uint32_t n);
 int log_stat(int logs, uint64_t job, uint32_t n, struct stat *st);
 /* An object's bytes: its file, or for an object kept in LMDB a sealed
- * memfd holding them. -ENOENT if it is gone. */
+ * memfd holding them. -ENOENT if it is gone. Called with e->lock held;
+ * engine_obj_open_unlocked() takes it, for callers without it (the read
+ * transaction it needs must not be open while the map is resized). */
 int engine_obj_open(struct engine *e, const uint8_t sha[SHA_LEN],
 		    int *fd_out);
+int engine_obj_open_unlocked(struct engine *e, const uint8_t sha[SHA_LEN],
+			     int *fd_out);
 double mono_now(void);
 int64_t wall_ms(void);
 struct job *job_find(struct engine *e, const char *name);

@@ -39,7 +39,8 @@
  *
  * --json prints the figures as one JSON object on stdout instead (problem
  * lines then go to stderr); --list adds every done chunk (job, number,
- * object, size), and per-job counts, for crash tests that must see that no
+ * object, size, whether the object's bytes are inline in LMDB, checked
+ * here), and per-job counts, for crash tests that must see that no
  * done chunk went away. --cache FILE skips re-hashing an object whose
  * name, inode, size and mtime match a line of FILE from an earlier run,
  * and rewrites FILE with this run's verified objects: objects are
@@ -750,8 +751,9 @@ static void print_json(struct check *c)
 			sha_hex(c->refs[i].sha, hex);
 			printf("%s[", first ? "" : ", ");
 			json_str(stdout, c->jobs[c->refs[i].job].name);
-			printf(", %" PRIu32 ", \"%s\", %" PRIu64 "]",
-			       c->refs[i].n, hex, c->refs[i].size);
+			printf(", %" PRIu32 ", \"%s\", %" PRIu64 ", %s]",
+			       c->refs[i].n, hex, c->refs[i].size,
+			       c->refs[i].inl ? "true" : "false");
 			first = 0;
 		}
 		printf("]");

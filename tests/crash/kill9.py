@@ -280,7 +280,7 @@ class Suite:
 
     def track_done(self, res):
         now = {}
-        for job, n, sha, _size in res["done_chunks"]:
+        for job, n, sha, _size, _inline in res["done_chunks"]:
             now.setdefault(job, {})[n] = sha
         for job in now:
             if job in self.deleted:

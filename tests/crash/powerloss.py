@@ -20,7 +20,8 @@ still done afterwards, with its object intact.
 
 The job: --chunks lines (line chunking, parallel 2), each "SIZE SLEEP_MS
 TO_FILE TEXT"; a /bin/sh wrapper runs a copy of jobfs-testworker that
-writes SIZE deterministic bytes (log-uniform, 1 kB to --max-size) on its
+writes SIZE deterministic bytes (log-uniform, 1 kB to --max-size; one
+line in eight 1 B to 1 kB, an output the daemon keeps inline in LMDB) on its
 stdout, or with TO_FILE=1 (one line in four) in $JOBFS_OUTPUT, which jobfs
 renames out of the worker's scratch directory. Every 25th line repeats an
 earlier one, so two chunks share one object. First the same job runs
@@ -56,7 +57,9 @@ uninterrupted in another store (the reference).
           kill -9 followed, later, by a power loss is covered too);
        6. jobfs-check (read-only) must pass, and every chunk acknowledged
           so far must be done, with the acknowledged size (and hash), its
-          object file present with that size and SHA-256.
+          object file present with that size and SHA-256 (or, for an
+          output kept in LMDB, its bytes in the record, which jobfs-check
+          hashes).
 
      At the end the job runs to completion, the daemon is unmounted
      cleanly, one more power loss is applied (a clean unmount must leave
@@ -163,12 +166,26 @@ def make_input(rng, chunks, max_size):
         if i % 25 == 0 and len(lines) > 3:
             lines.append(lines[rng.randrange(len(lines))])  # shared object
             continue
-        size = int(math.exp(rng.uniform(math.log(lo), math.log(max_size))))
+        if rng.random() < 0.125:
+            size = rng.randint(1, lo)  # kept inline by the default
+        else:
+            size = int(math.exp(rng.uniform(math.log(lo),
+                                            math.log(max_size))))
         sleep = rng.choice([0, 0, 10, 50, 100])
         tofile = 1 if rng.random() < 0.25 else 0
         lines.append("%d %d %d line %d of the power-loss suite %08x" %
                      (size, sleep, tofile, i, rng.getrandbits(32)))
     return "".join(line + "\n" for line in lines)
+
+
+def chunk_digests(d, job):
+    """{chunk number: (size, sha256)} of a job's chunks/ files."""
+    out = {}
+    top = d.path(job, "chunks")
+    for name in os.listdir(top):
+        p = os.path.join(top, name)
+        out[int(name.split(".")[0])] = (os.stat(p).st_size, file_sha256(p))
+    return out
 
 
 def file_sha256(path):
@@ -208,6 +225,7 @@ class Suite:
         self.daemons = []
         self.problems = []
         self.ref_sha = None
+        self.ref_chunks = {}
 
     def problem(self, text):
         self.problems.append(text)
@@ -262,6 +280,9 @@ class Suite:
                 raise RuntimeError("the reference run failed: %s" %
                                    json.dumps(sj.get("failed")))
             self.ref_sha = file_sha256(d.path("ref", "output.out"))
+            shutil.copy(d.path("ref", "output.out"),
+                        os.path.join(self.root, "ref-output.out"))
+            self.ref_chunks = chunk_digests(d, "ref")
         finally:
             d.stop(keep_dirs=True)
             self.forget(d)
@@ -392,9 +413,59 @@ class Run:
             self.s.problem("%s: job %s: output.out sha256 %s, the "
                            "uninterrupted run's %s" % (self.name, job, sha,
                                                        self.s.ref_sha))
+            self.differences(job)
         self.identical = same if self.identical is None else \
             (self.identical and same)
         self.fig["jobs_finished"] += 1
+
+    def differences(self, job):
+        """Name the chunks that differ from the uninterrupted run's, and
+        keep them with the job's events for a look afterwards."""
+        got = chunk_digests(self.d, job)
+        ref = self.s.ref_chunks
+        keep = os.path.join(self.s.root, "evidence-%s-%s" % (self.name, job))
+        os.makedirs(keep, exist_ok=True)
+        lines = []
+        bad = os.path.join(keep, "output.out")
+        shutil.copy(self.d.path(job, "output.out"), bad)
+        again = file_sha256(self.d.path(job, "output.out"))
+        lines.append("output.out read again: %s" %
+                     ("the same as the reference" if again ==
+                      self.s.ref_sha else again))
+        with open(bad, "rb") as f:
+            b = f.read()
+        with open(os.path.join(self.s.root, "ref-output.out"), "rb") as f:
+            r = f.read()
+        first = next((i for i in range(min(len(b), len(r)))
+                      if b[i] != r[i]), min(len(b), len(r)))
+        last = next((i for i in range(1, min(len(b), len(r)) + 1)
+                     if b[-i] != r[-i]), None)
+        lines.append("output.out: %d bytes, the reference's %d; first "
+                     "difference at %d, last %s from the end" %
+                     (len(b), len(r), first, last))
+        off = 0
+        for n in sorted(ref):
+            if off <= first < off + ref[n][0]:
+                lines.append("first difference is in chunk %d (offset %d "
+                             "of %d)" % (n, first - off, ref[n][0]))
+            off += ref[n][0]
+        for n in sorted(set(got) | set(ref)):
+            if got.get(n) == ref.get(n):
+                continue
+            lines.append("chunk %d: %s, the uninterrupted run's %s" %
+                         (n, got.get(n), ref.get(n)))
+            for name in os.listdir(self.d.path(job, "chunks")):
+                if name.split(".")[0] == str(n):
+                    shutil.copy(self.d.path(job, "chunks", name), keep)
+        for name in ("events", "status.json", "manifest.json"):
+            try:
+                shutil.copy(self.d.path(job, name), keep)
+            except OSError:
+                pass
+        for line in lines[:10] or ["no chunk differs: output.out does"]:
+            self.s.problem("%s: job %s: %s" % (self.name, job, line))
+        self.s.say("kept the evidence in %s" % keep)
+        self.s.a.keep = True
 
     def read_acked(self, job, sample=3):
         """The acknowledged set: chunks/ and sizes; the hash of up to
@@ -488,8 +559,9 @@ class Run:
     def verify(self, restore, after_power):
         """Every acknowledged chunk still done and intact."""
         done = {}
-        for job, n, sha, size in (self.res or {}).get("done_chunks", []):
-            done[(job, n)] = (sha, size)
+        for job, n, sha, size, inline in \
+                (self.res or {}).get("done_chunks", []):
+            done[(job, n)] = (sha, size, inline)
         for job, chunks in self.acked.items():
             if job in self.deleted:
                 continue
@@ -500,7 +572,9 @@ class Run:
                     self.fig["lost"] += 1
                     why = "lost: not done any more"
                 else:
-                    ok = self.object_ok(rec[0], rec[1])
+                    # an output kept in LMDB has no file: jobfs-check
+                    # hashed its bytes in the record (else it failed)
+                    ok = True if rec[2] else self.object_ok(rec[0], rec[1])
                     if ok is None:
                         self.fig["lost"] += 1
                         why = "lost: object %s missing" % rec[0][:16]

@@ -39,6 +39,15 @@ The model is the layer's (M1-M4 in powerloss.c, docs/reliability.md):
   R4  a change with no DONE record (the kill fell inside the call) is
       judged by what is on disk: it happened if its result is there. It
       cannot be durable: no sync of its directory came after it.
+  R5  a name change whose names are all in tmp/ or scratch/ (a worker's
+      output renamed beside its stdout file, a temp file made, pooled or
+      removed) is left as it is: a daemon empties both before it reads
+      anything there, and jobfs-check only counts them. Its content is
+      still undone through the inode (R1), and a rename out of tmp/ into
+      objects/ is a name change like any other. The names there are
+      reused (pooled scratch directories and stdout files), and the
+      workers' own creates are not watched, so undoing them in order
+      would meet names the journal cannot account for.
 
 Content is restored through the inode: each file is found by walking ROOT
 and DIR/links (the unlinked victims saved there), so undoing bytes does
@@ -76,6 +85,7 @@ NAMES = {START: "start", WRITE: "write", TRUNC: "truncate", SYNC: "sync",
 F_DSYNC, F_DIR, F_DATA, F_SAVED, F_VICTIM, F_VICTIM_DIR, F_APPEND, \
     F_SYMLINK = 1, 2, 4, 8, 16, 32, 64, 128
 IGNORED = ("lock", "db/lock.mdb")  # not watched (powerloss.c)
+TEMP_DIRS = ("tmp", "scratch")  # emptied by every start (R5)
 NAME_OPS = (CREATE, MKDIR, RMDIR, UNLINK, RENAME, LINK)
 # a synthetic content record: "the content of this file is lost until it
 # is fsynced" (R1), placed where the file was created or renamed out of a
@@ -387,12 +397,21 @@ class Restore:
         ops.sort(key=lambda r: r.pos, reverse=True)
         for r in ops:
             kind = NAMES[r.type]
+            if self.temp_only(r):
+                self.kept["temp name"] += 1
+                continue
             if self.name_durable(r):
                 self.kept[kind] += 1
                 self.kept_paths.add(r.p2 if r.type == RENAME else r.p1)
                 continue
             self.undone[kind] += 1
             getattr(self, "undo_" + kind)(r)
+
+    def temp_only(self, r):
+        """R5: every name the change touched is in tmp/ or scratch/."""
+        names = (r.p1, r.p2) if r.type in (RENAME, LINK) else (r.p1,)
+        return all(len(self.rel(p).split("/")) > 1 and
+                   self.rel(p).split("/")[0] in TEMP_DIRS for p in names)
 
     def conflict(self, r, text):
         msg = "%s %s: %s" % (NAMES[r.type], self.rel(r.p1), text)

@@ -6,10 +6,12 @@ chunk file names."""
 import errno
 import hashlib
 import os
+import random
 import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import unittest
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
@@ -178,6 +180,56 @@ class Basic(h.JobfsTestCase):
         self.assertEqual(os.stat(d.path("px", "output.out")).st_size,
                          len(out))
         d.do("px", "cancel")
+
+    def test_output_read_by_threads_at_once(self):
+        """One open output.out read from several threads at once (the
+        kernel sends a single reader's readahead the same way): every
+        read gets the bytes of its own range. Pieces alternate between
+        outputs kept in LMDB and files, so most reads cross pieces."""
+        d = self.d
+        n = 120
+        size = "head -c $(( JOBFS_CHUNK % 4 * 1700 + 300 )) /dev/urandom"
+        jobs = {"rd": size,  # not finished: served past the page cache
+                "rc": size}  # finished: through the page cache
+        jobs["rd"] = '[ "$JOBFS_CHUNK" -eq %d ] && exit 3; %s' % (n, size)
+        for job, cmd in jobs.items():
+            d.mkjob(job, {"command": cmd, "parallel": 2, "attempts": 1},
+                    h.paragraphs(n))
+            sj = d.run_job(job, timeout=60, state=("done", "failed"))
+            self.assertEqual(sj["chunks"]["done"],
+                             n - 1 if job == "rd" else n)
+            want = b"".join(h.read_bytes(d.path(job, "chunks", c))
+                            for c in d.chunk_names(job))
+            self.assertGreater(len(want), 100000)
+            bad = []
+            fd = os.open(d.path(job, "output.out"), os.O_RDONLY)
+
+            def reader(seed):
+                rng = random.Random(seed)
+                for k in range(400):
+                    if job == "rc" and k % 40 == 0:
+                        os.posix_fadvise(fd, 0, 0,
+                                         os.POSIX_FADV_DONTNEED)
+                    off = rng.randrange(len(want))
+                    try:
+                        got = os.pread(fd, rng.randrange(1, 30000), off)
+                    except OSError as e:
+                        bad.append((off, h.errname(e.errno)))
+                        continue
+                    if got != want[off:off + len(got)] or not got:
+                        bad.append((off, len(got)))
+            try:
+                threads = [threading.Thread(target=reader, args=(i,))
+                           for i in range(4)]
+                for t in threads:
+                    t.start()
+                for t in threads:
+                    t.join()
+            finally:
+                os.close(fd)
+            self.assertEqual(bad[:5], [], "%s: %d of 1600 reads got "
+                             "other bytes" % (job, len(bad)))
+            self.assertEqual(h.read_bytes(d.path(job, "output.out")), want)
 
     def test_events_can_be_followed(self):
         # tail -f: one open descriptor keeps seeing new lines
