@@ -173,11 +173,11 @@ static void add_ref(struct check *c, const uint8_t sha[SHA_LEN],
 
 	c->refs = grow(c->refs, &c->caprefs, c->nrefs, sizeof(*c->refs));
 	r = &c->refs[c->nrefs++];
+	/* every field: realloc'd memory is not zeroed, and a stray inl
+	 * would leave the object's file unchecked */
+	*r = (struct ref){ .size = size, .job = job, .n = n,
+			   .problem = PROB_NONE };
 	memcpy(r->sha, sha, SHA_LEN);
-	r->size = size;
-	r->job = job;
-	r->n = n;
-	r->problem = PROB_NONE;
 }
 
 static int on_job(void *arg, const char *name, const struct job_rec *r,

@@ -602,11 +602,12 @@ class Inline(h.JobfsTestCase):
     def want(self, n):
         return ("chunk %d " % n + "x" * (51 + n)).encode()
 
-    def check_store(self, store):
+    def check_store(self, store, args=(), env=None):
         out = subprocess.run(
             [os.path.join(os.path.dirname(h.JOBFS), "tools", "jobfs-check"),
-             "--store", store, "--json"],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, check=False)
+             "--store", store, "--json"] + list(args),
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, check=False,
+            env=dict(os.environ, **(env or {})))
         return out.returncode, json.loads(out.stdout), out.stderr.decode()
 
     def object_files(self, store):
@@ -658,6 +659,24 @@ class Inline(h.JobfsTestCase):
         new = d2.events("s")[before:]
         self.assertEqual(h.chunk_events(new, "corrupt"), [])
         self.assertIn("7 outputs checked", d2.status("s"))
+
+    def test_check_sees_damaged_files_beside_inline_outputs(self):
+        """jobfs-check checks every file object, whatever its memory
+        held before: glibc's MALLOC_PERTURB_ fills fresh allocations
+        with a byte that must not read as "kept inline"."""
+        d = self.d
+        m = self.run_sizes()
+        d.stop(keep_dirs=True)
+        shas = [c["output_sha256"] for c in m["chunks"]]
+        os.truncate(os.path.join(d.store, "objects", shas[5][:2],
+                                 shas[5]), 10)
+        for perturb in ("", "195", "255"):
+            env = {"MALLOC_PERTURB_": perturb}
+            rc, got, err = self.check_store(d.store, ["--list"], env)
+            self.assertEqual((rc, got["inline"], got["badsize"]), (1, 5, 1),
+                             "MALLOC_PERTURB_=%s: %s" % (perturb, err))
+            self.assertEqual([c[1] for c in got["done_chunks"] if c[4]],
+                             [1, 2, 3, 4, 5], perturb)
 
     def test_release_removes_inline_records(self):
         d = self.d
