@@ -1587,6 +1587,11 @@ int engine_log_stat(struct engine *e, const char *name, uint32_t n,
  * chunks. A chunk whose encoding differs from chunk 1's is converted as it
  * is read. A view of one audio chunk serves chunks/NNNN.wav the same way.
  */
+/* Objects a view keeps open between reads: one per read the kernel may
+ * have in flight on one open file (its readahead comes as a few reads at
+ * once), so that none of them opens its object again. */
+#define VIEW_FDS 4
+
 struct output_view {
 	struct engine *e;
 	uint32_t n;                  /* pieces */
@@ -1600,9 +1605,10 @@ struct output_view {
 	size_t hlen;
 	uint64_t size;
 	pthread_mutex_t fd_lock;     /* guards fd and fd_idx */
-	int fd;                      /* an object kept open for the next
-				      * read, or -1 (view_fd_take) */
-	uint32_t fd_idx;
+	int fd[VIEW_FDS];            /* objects kept open for the next
+				      * reads, or -1 (view_fd_take) */
+	uint32_t fd_idx[VIEW_FDS];
+	unsigned fd_next;            /* the slot view_fd_put replaces */
 };
 
 struct prefix_ctx {
@@ -1721,7 +1727,8 @@ int view_new_locked(struct engine *e, struct job *j, struct output_view **out)
 	if (!v)
 		return -ENOMEM;
 	v->e = e;
-	v->fd = -1;
+	for (int k = 0; k < VIEW_FDS; k++)
+		v->fd[k] = -1;
 	pthread_mutex_init(&v->fd_lock, NULL);
 	rc = view_build(e, j, 1, UINT32_MAX, v);
 	if (rc) {
@@ -1787,7 +1794,8 @@ static int view_open(struct engine *e, const char *name, uint32_t first,
 	if (!v)
 		return -ENOMEM;
 	v->e = e;
-	v->fd = -1;
+	for (int k = 0; k < VIEW_FDS; k++)
+		v->fd[k] = -1;
 	pthread_mutex_init(&v->fd_lock, NULL);
 	LOCK(e);
 	j = job_find(e, name);
@@ -1853,7 +1861,7 @@ int engine_output_stat(struct engine *e, const char *name, uint64_t *size)
 }
 
 /*
- * Piece i's object, open for one read: the descriptor the view keeps if it
+ * Piece i's object, open for one read: a descriptor the view keeps if one
  * is piece i's, else a new one. The reads of one open file can come from
  * several FUSE threads at once (the kernel sends a reader's readahead that
  * way), so a descriptor belongs to one read at a time: taken from the view
@@ -1866,9 +1874,11 @@ static int view_fd_take(struct output_view *v, uint32_t i)
 	int fd = -1;
 
 	pthread_mutex_lock(&v->fd_lock);
-	if (v->fd >= 0 && v->fd_idx == i) {
-		fd = v->fd;
-		v->fd = -1;
+	for (int k = 0; k < VIEW_FDS && fd < 0; k++) {
+		if (v->fd[k] >= 0 && v->fd_idx[k] == i) {
+			fd = v->fd[k];
+			v->fd[k] = -1;
+		}
 	}
 	pthread_mutex_unlock(&v->fd_lock);
 	if (fd < 0 && engine_obj_open_unlocked(v->e, v->obj[i], &fd))
@@ -1876,15 +1886,21 @@ static int view_fd_take(struct output_view *v, uint32_t i)
 	return fd;
 }
 
-/* Keep fd, piece i's, for the next read, in place of what was kept. */
+/* Keep fd, piece i's, for a next read: in a free slot, else in place of
+ * the one kept longest. */
 static void view_fd_put(struct output_view *v, uint32_t i, int fd)
 {
-	int old;
+	int old = -1, k;
 
 	pthread_mutex_lock(&v->fd_lock);
-	old = v->fd;
-	v->fd = fd;
-	v->fd_idx = i;
+	for (k = 0; k < VIEW_FDS && v->fd[k] >= 0; k++)
+		;
+	if (k == VIEW_FDS) {
+		k = (int)(v->fd_next++ % VIEW_FDS);
+		old = v->fd[k];
+	}
+	v->fd[k] = fd;
+	v->fd_idx[k] = i;
 	pthread_mutex_unlock(&v->fd_lock);
 	if (old >= 0)
 		close(old);
@@ -1958,8 +1974,9 @@ void engine_output_close(struct output_view *v)
 {
 	if (!v)
 		return;
-	if (v->fd >= 0)
-		close(v->fd);
+	for (int k = 0; k < VIEW_FDS; k++)
+		if (v->fd[k] >= 0)
+			close(v->fd[k]);
 	pthread_mutex_destroy(&v->fd_lock);
 	free(v->obj);
 	free(v->end);
