@@ -1335,7 +1335,7 @@ static void *start_main(void *arg)
 		struct attempt *a;
 		int rc;
 
-		while (!e->startq && !e->stop_start)
+		while ((!e->startq || e->start_busy) && !e->stop_start)
 			pthread_cond_wait(&e->start_cond, &e->lock);
 		a = e->startq;
 		if (!a)
@@ -1347,10 +1347,12 @@ static void *start_main(void *arg)
 		if (e->stopping) {
 			attempt_unprepare(e, a);
 		} else {
+			e->start_busy = 1;
 			pthread_mutex_unlock(&e->lock);
 			rc = attempt_launch(e, a);
 			pthread_mutex_lock(&e->lock);
 			attempt_link(e, a, rc);
+			e->start_busy = 0;
 		}
 		e->nstarting--;
 		engine_wake(e);
@@ -2243,9 +2245,39 @@ static void schedule(struct engine *e)
 			e->startq = a;
 		e->startq_tail = a;
 		e->nstarting++;
-		pthread_cond_signal(&e->start_cond);
 		j->scan = n % j->nchunks;
 	}
+}
+
+/*
+ * The first queued start, launched by the scheduler itself when the start
+ * thread is idle: a chunk that follows a worker's exit then costs no
+ * wakeup of the start thread and none back to the scheduler to poll the
+ * new worker (docs/design.md, "Threads"). The rest of the queue is the
+ * start thread's; one launch at a time (the executor's vfork stack), so a
+ * start here waits while the start thread launches, and the reverse.
+ * Called with e->lock held.
+ */
+static void start_here(struct engine *e)
+{
+	struct attempt *a = e->startq;
+	int rc;
+
+	if (a && !e->start_busy && !e->stopping) {
+		e->startq = a->start_next;
+		if (!e->startq)
+			e->startq_tail = NULL;
+		a->start_next = NULL;
+		e->start_busy = 1;
+		pthread_mutex_unlock(&e->lock);
+		rc = attempt_launch(e, a);
+		pthread_mutex_lock(&e->lock);
+		attempt_link(e, a, rc);
+		e->start_busy = 0;
+		e->nstarting--;
+	}
+	if (e->startq)
+		pthread_cond_signal(&e->start_cond);
 }
 
 static void expire_waits(struct engine *e, double now, double *next)
@@ -2283,6 +2315,7 @@ static void *sched_main(void *arg)
 
 		expire_waits(e, now, &next);
 		schedule(e);
+		start_here(e);
 		if (e->stopping && e->hurry && e->stop_deadline > now)
 			e->stop_deadline = now; /* engine_hurry() */
 

@@ -196,6 +196,9 @@ struct engine {
 	 * slot in nrunning */
 	struct attempt *startq, *startq_tail;
 	unsigned nstarting;           /* queued or launching */
+	int start_busy;               /* an attempt is being launched (by
+				       * the start thread or the
+				       * scheduler: one at a time) */
 	pthread_cond_t start_cond;
 	int stop_start;
 	size_t committed_since_drop;  /* the commit thread's own */

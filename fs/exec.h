@@ -10,8 +10,9 @@
  *
  * exec_kill() may be called at any point between start and free and is
  * idempotent. One thread at a time starts attempts (the engine's start
- * thread); exec_fd, exec_kill and exec_reap of the attempts already
- * started may be called from another thread meanwhile (the scheduler),
+ * thread, or its scheduler while the start thread is idle); exec_fd,
+ * exec_kill and exec_reap of the attempts already started may be called
+ * from another thread meanwhile (the scheduler, between starts),
  * and exec_free of a reaped attempt from a third (the commit thread). The
  * engine never calls two of them at once on one attempt.
  *
