@@ -535,9 +535,9 @@ int main(int argc, char *argv[])
 	struct executor *ex = NULL;
 	struct engine *e = NULL;
 	struct fuse *fuse;
-	char err[1024] = "", *store, *mp;
+	char err[1024] = "", *store = NULL, *mp;
 	long cpus;
-	int rc;
+	int rc, status = 2;
 
 	o.grace = 10;
 	o.max_input = 4ULL << 30;
@@ -576,18 +576,32 @@ int main(int argc, char *argv[])
 		free(o.store);
 		return fo.mountpoint ? 0 : 2;
 	}
+	/* Bad values are refused before anything is made (the store
+	 * directory included); an early exit frees what it holds. */
+	if (o.grace < 0 || o.max_chunks < 1 || o.max_jobs < 1 ||
+	    o.max_input < 1) {
+		fprintf(stderr, "jobfs: --grace, --max-chunks, --max-jobs and "
+			"--max-input must be positive\n");
+		goto out;
+	}
+	if (o.inline_max > DB_INLINE_MAX) {
+		fprintf(stderr, "jobfs: --inline-max is at most %d bytes\n",
+			DB_INLINE_MAX);
+		goto out;
+	}
 	mp = fo.mountpoint; /* fuse_parse_cmdline made it absolute */
 	store = o.store ? o.store : default_store();
 	if (!store) {
 		fprintf(stderr, "jobfs: no store: set HOME or XDG_STATE_HOME, "
 			"or give --store DIR\n");
-		return 2;
+		goto out;
 	}
 	rc = mkdir_p(store, 0700);
 	if (rc) {
 		fprintf(stderr, "jobfs: cannot create store %s: %s\n", store,
 			strerror(-rc));
-		return 1;
+		status = 1;
+		goto out;
 	}
 	{
 		char *abs = realpath(store, NULL);
@@ -595,7 +609,8 @@ int main(int argc, char *argv[])
 		if (!abs) {
 			fprintf(stderr, "jobfs: store %s: %s\n", store,
 				strerror(errno));
-			return 1;
+			status = 1;
+			goto out;
 		}
 		if (store != o.store)
 			free(store); /* default_store()'s */
@@ -604,17 +619,6 @@ int main(int argc, char *argv[])
 	cpus = sysconf(_SC_NPROCESSORS_ONLN);
 	if (!o.max_running)
 		o.max_running = cpus > 0 ? (unsigned)cpus : 1;
-	if (o.grace < 0 || o.max_chunks < 1 || o.max_jobs < 1 ||
-	    o.max_input < 1) {
-		fprintf(stderr, "jobfs: --grace, --max-chunks, --max-jobs and "
-			"--max-input must be positive\n");
-		return 2;
-	}
-	if (o.inline_max > DB_INLINE_MAX) {
-		fprintf(stderr, "jobfs: --inline-max is at most %d bytes\n",
-			DB_INLINE_MAX);
-		return 2;
-	}
 
 	check_mountpoint(mp);
 	signal(SIGPIPE, SIG_IGN);
@@ -693,9 +697,12 @@ int main(int argc, char *argv[])
 	signal(SIGHUP, SIG_DFL);
 	engine_close(e);
 	exec_close(ex);
+	status = rc < 0 ? 1 : 0;
+out:
 	fuse_opt_free_args(&args);
 	free(fo.mountpoint);
-	free(store);
+	if (store != o.store)
+		free(store);
 	free(o.store);
-	return rc < 0 ? 1 : 0;
+	return status;
 }

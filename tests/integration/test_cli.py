@@ -64,6 +64,14 @@ class Cli(h.JobfsTestCase):
                            capture_output=True, text=True, timeout=10)
         self.assertEqual(r.returncode, 2)
         self.assertIn("option '--store' needs a value", r.stderr)
+        # a value refused makes nothing: no store directory
+        for bad in ("--inline-max=2000", "--grace=-1", "--max-chunks=0"):
+            nostore = os.path.join(self.d.root, "nostore")
+            r = subprocess.run([h.JOBFS, "--store", nostore, bad,
+                                self.d.mnt], capture_output=True, text=True,
+                               timeout=10)
+            self.assertEqual(r.returncode, 2, (bad, r.stderr))
+            self.assertFalse(os.path.exists(nostore), bad)
         # --store=DIR is DIR, not "=DIR" under the working directory
         cwd = os.path.join(self.d.root, "cwd")
         store = os.path.join(self.d.root, "eqstore")
