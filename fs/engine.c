@@ -706,6 +706,18 @@ int engine_open(const struct engine_opts *o, struct executor *ex,
 	if (!e)
 		return -ENOMEM;
 	json_hooks_install();
+	{
+		/* A worker can exit before it reads its stdin: writing the
+		 * chunk must then fail with EPIPE (feed_stdin), not kill the
+		 * process. The daemon ignores SIGPIPE already; any other
+		 * caller (a test, a fuzz target) gets the same. Workers get
+		 * the default back before their exec. */
+		struct sigaction sa;
+
+		if (sigaction(SIGPIPE, NULL, &sa) == 0 &&
+		    sa.sa_handler == SIG_DFL)
+			signal(SIGPIPE, SIG_IGN);
+	}
 	e->o = *o;
 	e->ex = ex;
 	e->wake[0] = e->wake[1] = -1;

@@ -42,8 +42,9 @@ struct engine_opts {
  * job (chunks that were running go back to pending without spending an
  * attempt), collect objects nothing refers to. The store directory must
  * already be open and locked by the caller (main.c). Takes no ownership of
- * ex, which must outlive the engine. Returns 0 and sets *out, or a
- * negative errno with a message in err.
+ * ex, which must outlive the engine. Sets SIGPIPE to ignored if it is at
+ * its default: a write to a worker that has exited must fail with EPIPE.
+ * Returns 0 and sets *out, or a negative errno with a message in err.
  */
 int engine_open(const struct engine_opts *o, struct executor *ex,
 		struct engine **out, char *err, size_t errlen);

@@ -211,6 +211,29 @@ static void test_engine_run(void)
 	CHECK(engine_job_delete(e, "j1") == 0);
 	CHECK(engine_job_delete(e, "j1") == -ENOENT);
 
+	/* A worker that never reads a chunk larger than the pipe: writing
+	 * the rest meets EPIPE once it has exited, which is the worker's
+	 * business (no SIGPIPE for the process, which has not ignored it) */
+	{
+		const char *spec3 = "{\"command\": \"true\", "
+			"\"chunking\": {\"by\": \"line\"}}";
+		size_t big = 300000;
+		char *line = malloc(big + 2);
+
+		CHECK(line != NULL);
+		if (line) {
+			memset(line, 'a', big);
+			memcpy(line + big, "\n", 2);
+			CHECK(engine_job_create(e, "j2") == 0);
+			CHECK(engine_spec_set(e, "j2", spec3,
+					      strlen(spec3)) == 0);
+			CHECK(set_input(e, "j2", line) == 0);
+			CHECK(engine_control(e, "j2", "start", 5) == 0);
+			CHECK(wait_state(e, "j2", "done"));
+			free(line);
+		}
+	}
+
 	engine_shutdown(e);
 	engine_close(e);
 	exec_close(ex);
