@@ -1338,6 +1338,38 @@ static void attempt_unprepare(struct engine *e, struct attempt *a)
 	attempt_free(e, a);
 }
 
+/* The first queued start, taken off the queue (NULL if none). Called
+ * with e->lock held. */
+static struct attempt *startq_pop(struct engine *e)
+{
+	struct attempt *a = e->startq;
+
+	if (a) {
+		e->startq = a->start_next;
+		if (!e->startq)
+			e->startq_tail = NULL;
+		a->start_next = NULL;
+	}
+	return a;
+}
+
+/* Launch a start taken off the queue, then link it: by the start thread,
+ * or by the scheduler while the start thread is idle (start_here), one at
+ * a time (start_busy: the executor has one vfork stack). Called and
+ * returns with e->lock held; drops it meanwhile. */
+static void start_one(struct engine *e, struct attempt *a)
+{
+	int rc;
+
+	e->start_busy = 1;
+	pthread_mutex_unlock(&e->lock);
+	rc = attempt_launch(e, a);
+	pthread_mutex_lock(&e->lock);
+	attempt_link(e, a, rc);
+	e->start_busy = 0;
+	e->nstarting--;
+}
+
 static void *start_main(void *arg)
 {
 	struct engine *e = arg;
@@ -1345,28 +1377,18 @@ static void *start_main(void *arg)
 	pthread_mutex_lock(&e->lock);
 	for (;;) {
 		struct attempt *a;
-		int rc;
 
 		while ((!e->startq || e->start_busy) && !e->stop_start)
 			pthread_cond_wait(&e->start_cond, &e->lock);
-		a = e->startq;
+		a = startq_pop(e);
 		if (!a)
 			break;
-		e->startq = a->start_next;
-		if (!e->startq)
-			e->startq_tail = NULL;
-		a->start_next = NULL;
 		if (e->stopping) {
 			attempt_unprepare(e, a);
+			e->nstarting--;
 		} else {
-			e->start_busy = 1;
-			pthread_mutex_unlock(&e->lock);
-			rc = attempt_launch(e, a);
-			pthread_mutex_lock(&e->lock);
-			attempt_link(e, a, rc);
-			e->start_busy = 0;
+			start_one(e, a);
 		}
-		e->nstarting--;
 		engine_wake(e);
 	}
 	pthread_mutex_unlock(&e->lock);
@@ -2272,22 +2294,8 @@ static void schedule(struct engine *e)
  */
 static void start_here(struct engine *e)
 {
-	struct attempt *a = e->startq;
-	int rc;
-
-	if (a && !e->start_busy && !e->stopping) {
-		e->startq = a->start_next;
-		if (!e->startq)
-			e->startq_tail = NULL;
-		a->start_next = NULL;
-		e->start_busy = 1;
-		pthread_mutex_unlock(&e->lock);
-		rc = attempt_launch(e, a);
-		pthread_mutex_lock(&e->lock);
-		attempt_link(e, a, rc);
-		e->start_busy = 0;
-		e->nstarting--;
-	}
+	if (e->startq && !e->start_busy && !e->stopping)
+		start_one(e, startq_pop(e));
 	if (e->startq)
 		pthread_cond_signal(&e->start_cond);
 }

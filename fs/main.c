@@ -82,11 +82,19 @@ static const struct fuse_opt option_spec[] = {
 	FUSE_OPT_END
 };
 
-/* The options above that take a value. */
-static const char *const value_opts[] = {
-	"--store", "--max-running", "--grace", "--max-input", "--max-chunks",
-	"--max-jobs", "--map-size", "--readahead", "--inline-max",
-};
+/* Does word name an option of option_spec that takes a value (its
+ * template is "--opt=...")? */
+static int takes_value(const char *word)
+{
+	for (const struct fuse_opt *t = option_spec; t->templ; t++) {
+		const char *eq = strchr(t->templ, '=');
+
+		if (eq && strlen(word) == (size_t)(eq - t->templ) &&
+		    !strncmp(word, t->templ, (size_t)(eq - t->templ)))
+			return 1;
+	}
+	return 0;
+}
 
 /*
  * Every option that takes a value may be given as "--opt=VALUE" or as
@@ -101,24 +109,17 @@ static const char *const value_opts[] = {
 static int join_values(int argc, char *argv[], char ***out, int *outc)
 {
 	char **v = calloc((size_t)argc + 1, sizeof(*v));
-	const size_t nopts = sizeof(value_opts) / sizeof(value_opts[0]);
 	int n = 0, i;
 
 	if (!v)
 		return -1;
 	for (i = 0; i < argc; i++) {
-		size_t k = nopts;
-
 		if (i > 0 && !strcmp(argv[i], "--")) {
 			while (i < argc)
 				v[n++] = argv[i++];
 			break;
 		}
-		if (i > 0)
-			for (k = 0; k < nopts; k++)
-				if (!strcmp(argv[i], value_opts[k]))
-					break;
-		if (k == nopts) {
+		if (i == 0 || !takes_value(argv[i])) {
 			v[n++] = argv[i];
 			continue;
 		}
