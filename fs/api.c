@@ -1587,9 +1587,8 @@ int engine_log_stat(struct engine *e, const char *name, uint32_t n,
  * chunks. A chunk whose encoding differs from chunk 1's is converted as it
  * is read. A view of one audio chunk serves chunks/NNNN.wav the same way.
  */
-/* Objects a view keeps open between reads: one per read the kernel may
- * have in flight on one open file (its readahead comes as a few reads at
- * once), so that none of them opens its object again. */
+/* Objects a view keeps open: a few, for the reads of a readahead, which
+ * can be in different pieces. */
 #define VIEW_FDS 4
 
 struct output_view {
@@ -1604,11 +1603,10 @@ struct output_view {
 	uint8_t header[AUDIO_HEADER_MAX];
 	size_t hlen;
 	uint64_t size;
-	pthread_mutex_t fd_lock;     /* guards fd and fd_idx */
-	int fd[VIEW_FDS];            /* objects kept open for the next
-				      * reads, or -1 (view_fd_take) */
-	uint32_t fd_idx[VIEW_FDS];
-	unsigned fd_next;            /* the slot view_fd_put replaces */
+	pthread_mutex_t fd_lock;     /* guards fd, fd_idx, fd_users */
+	int fd[VIEW_FDS];            /* objects kept open, or -1 */
+	uint32_t fd_idx[VIEW_FDS];   /* the piece of each */
+	unsigned fd_users[VIEW_FDS]; /* reads using it now (view_fd_take) */
 };
 
 struct prefix_ctx {
@@ -1861,49 +1859,64 @@ int engine_output_stat(struct engine *e, const char *name, uint64_t *size)
 }
 
 /*
- * Piece i's object, open for one read: a descriptor the view keeps if one
- * is piece i's, else a new one. The reads of one open file can come from
- * several FUSE threads at once (the kernel sends a reader's readahead that
- * way), so a descriptor belongs to one read at a time: taken from the view
- * here, given back by view_fd_put. A descriptor shared between two reads
- * could be closed by one while the other reads it, and its number reused
- * by the next object opened, whose bytes the other read would then serve.
+ * Piece i's object, open for one read. The reads of one open file can come
+ * from several FUSE threads at once (the kernel sends a reader's readahead
+ * that way); they share a kept descriptor (pread has no shared offset),
+ * and a descriptor is closed only when no read uses it: closed under one
+ * read by another, its number could go to the next object opened, whose
+ * bytes the first read would then serve. A piece kept open stays
+ * readable even once its object is released (a reader that opened the
+ * file before a redo reads on), so a piece is opened again only when no
+ * slot holds it. Returns the descriptor and sets *slot (-1: not kept,
+ * view_fd_put closes it), or -EIO.
  */
-static int view_fd_take(struct output_view *v, uint32_t i)
+static int view_fd_take(struct output_view *v, uint32_t i, int *slot)
 {
-	int fd = -1;
+	int fd, k, free_k = -1;
 
 	pthread_mutex_lock(&v->fd_lock);
-	for (int k = 0; k < VIEW_FDS && fd < 0; k++) {
+	for (k = 0; k < VIEW_FDS; k++) {
 		if (v->fd[k] >= 0 && v->fd_idx[k] == i) {
+			v->fd_users[k]++;
+			*slot = k;
 			fd = v->fd[k];
-			v->fd[k] = -1;
+			pthread_mutex_unlock(&v->fd_lock);
+			return fd;
 		}
+		/* an empty slot, else one no read uses */
+		if (!v->fd_users[k] &&
+		    (free_k < 0 || (v->fd[k] < 0 && v->fd[free_k] >= 0)))
+			free_k = k;
 	}
 	pthread_mutex_unlock(&v->fd_lock);
-	if (fd < 0 && engine_obj_open_unlocked(v->e, v->obj[i], &fd))
+	if (engine_obj_open_unlocked(v->e, v->obj[i], &fd))
 		return -EIO;
+	*slot = -1;
+	pthread_mutex_lock(&v->fd_lock);
+	if (free_k >= 0 && !v->fd_users[free_k]) {
+		int old = v->fd[free_k];
+
+		v->fd[free_k] = fd;
+		v->fd_idx[free_k] = i;
+		v->fd_users[free_k] = 1;
+		*slot = free_k;
+		if (old >= 0)
+			close(old); /* no read uses it */
+	}
+	pthread_mutex_unlock(&v->fd_lock);
 	return fd;
 }
 
-/* Keep fd, piece i's, for a next read: in a free slot, else in place of
- * the one kept longest. */
-static void view_fd_put(struct output_view *v, uint32_t i, int fd)
+/* The read that took fd from slot is done with it. */
+static void view_fd_put(struct output_view *v, int slot, int fd)
 {
-	int old = -1, k;
-
-	pthread_mutex_lock(&v->fd_lock);
-	for (k = 0; k < VIEW_FDS && v->fd[k] >= 0; k++)
-		;
-	if (k == VIEW_FDS) {
-		k = (int)(v->fd_next++ % VIEW_FDS);
-		old = v->fd[k];
+	if (slot < 0) {
+		close(fd);
+		return;
 	}
-	v->fd[k] = fd;
-	v->fd_idx[k] = i;
+	pthread_mutex_lock(&v->fd_lock);
+	v->fd_users[slot]--;
 	pthread_mutex_unlock(&v->fd_lock);
-	if (old >= 0)
-		close(old);
 }
 
 ssize_t engine_output_read(struct output_view *v, char *buf, size_t size,
@@ -1916,7 +1929,7 @@ ssize_t engine_output_read(struct output_view *v, char *buf, size_t size,
 		uint32_t lo = 0, hi = v->n, i;
 		size_t want = size - done;
 		ssize_t n;
-		int fd;
+		int fd, slot;
 
 		if (pos < v->hlen) {
 			n = (ssize_t)(v->hlen - pos < want ? v->hlen - pos :
@@ -1946,7 +1959,7 @@ ssize_t engine_output_read(struct output_view *v, char *buf, size_t size,
 		in = pos - start;
 		if (want > v->end[i] - pos)
 			want = (size_t)(v->end[i] - pos);
-		fd = view_fd_take(v, i);
+		fd = view_fd_take(v, i, &slot);
 		if (fd < 0)
 			return done ? (ssize_t)done : fd;
 		if (v->audio && v->enc[i] != v->fmt.enc) {
@@ -1960,7 +1973,7 @@ ssize_t engine_output_read(struct output_view *v, char *buf, size_t size,
 			if (n < 0)
 				n = -errno;
 		}
-		view_fd_put(v, i, fd);
+		view_fd_put(v, slot, fd);
 		if (n < 0)
 			return done ? (ssize_t)done : n;
 		if (n == 0)
