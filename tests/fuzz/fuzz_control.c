@@ -373,15 +373,61 @@ static void check_status_text(const char *job, const char *reason)
 	free(buf);
 }
 
+/* A manifest.json's chunk_count, the length of its chunks array and the
+ * chunks in each state (done, failed, running, other), parsed with cJSON.
+ * A rejected write leaves the manifest as it was, so most renders repeat
+ * the last text of the job: for the same bytes the parse would give the
+ * same figures, and the figures of the last text are used instead. */
+static void manifest_counts(const char *job, const char *buf, size_t len,
+			    double mc[6])
+{
+	static struct { char *text; size_t len; double mc[6]; } last[3];
+	int which = job[0] == 'r' ? 1 : job[0] == 'n' ? 2 : 0;
+	cJSON *m, *ch;
+
+	if (last[which].text && last[which].len == len &&
+	    !memcmp(last[which].text, buf, len)) {
+		memcpy(mc, last[which].mc, sizeof(last[which].mc));
+		return;
+	}
+	m = cJSON_ParseWithLength(buf, len);
+	FUZZ_CHECK(m, "manifest.json of %s does not parse:\n%.*s", job,
+		   (int)len, buf);
+	mc[0] = num_of(m, "chunk_count");
+	ch = cJSON_GetObjectItemCaseSensitive(m, "chunks");
+	mc[1] = cJSON_GetArraySize(ch);
+	mc[2] = mc[3] = mc[4] = mc[5] = 0;
+	for (cJSON *x = ch ? ch->child : NULL; x; x = x->next) {
+		const char *s = str_of(x, "state");
+
+		FUZZ_CHECK(s, "manifest chunk without state");
+		if (!strcmp(s, "done"))
+			mc[2]++;
+		else if (!strcmp(s, "failed"))
+			mc[3]++;
+		else if (!strcmp(s, "running"))
+			mc[4]++;
+		else
+			mc[5]++;
+	}
+	cJSON_Delete(m);
+	free(last[which].text);
+	last[which].text = malloc(len);
+	FUZZ_CHECK(last[which].text, "malloc");
+	memcpy(last[which].text, buf, len);
+	last[which].len = len;
+	memcpy(last[which].mc, mc, sizeof(last[which].mc));
+}
+
 static void check_consistent(const char *job, const char *reason)
 {
 	static const char *const states[] = { "new", "ready", "running",
 		"paused", "stopped", "failed", "done" };
 	static const char *const modes[] = { "idle", "run", "pause", "stop",
 		"selected" };
-	cJSON *o = status_json(job, NULL), *c, *lr, *m, *ch;
+	cJSON *o = status_json(job, NULL), *c, *lr;
 	double total, done, running, pending, waiting, failed, reused;
-	double mdone = 0, mfailed = 0, mrunning = 0, mpending = 0;
+	double mc[6];
 	const char *state = str_of(o, "state"), *mode = str_of(o, "mode");
 	char *buf = NULL;
 	size_t len = 0, i;
@@ -426,33 +472,15 @@ static void check_consistent(const char *job, const char *reason)
 
 	rc = engine_render(eng, job, RENDER_MANIFEST, &buf, &len);
 	FUZZ_CHECK(rc == 0, "render manifest.json of %s: %d", job, rc);
-	m = cJSON_ParseWithLength(buf, len);
-	FUZZ_CHECK(m, "manifest.json of %s does not parse:\n%.*s", job,
-		   (int)len, buf);
-	FUZZ_CHECK(num_of(m, "chunk_count") == total, "manifest chunk_count "
-		   "%g, status total %g", num_of(m, "chunk_count"), total);
-	ch = cJSON_GetObjectItemCaseSensitive(m, "chunks");
-	FUZZ_CHECK(cJSON_GetArraySize(ch) == (int)total, "manifest lists %d "
-		   "chunks of %g", cJSON_GetArraySize(ch), total);
-	for (cJSON *x = ch ? ch->child : NULL; x; x = x->next) {
-		const char *s = str_of(x, "state");
-
-		FUZZ_CHECK(s, "manifest chunk without state");
-		if (!strcmp(s, "done"))
-			mdone++;
-		else if (!strcmp(s, "failed"))
-			mfailed++;
-		else if (!strcmp(s, "running"))
-			mrunning++;
-		else
-			mpending++;
-	}
-	FUZZ_CHECK(mdone == done && mfailed == failed && mrunning == running &&
-		   mpending == pending, "%s: manifest counts %g/%g/%g/%g, "
+	manifest_counts(job, buf, len, mc);
+	FUZZ_CHECK(mc[0] == total, "manifest chunk_count %g, status total %g",
+		   mc[0], total);
+	FUZZ_CHECK(mc[1] == total, "manifest lists %g chunks of %g", mc[1],
+		   total);
+	FUZZ_CHECK(mc[2] == done && mc[3] == failed && mc[4] == running &&
+		   mc[5] == pending, "%s: manifest counts %g/%g/%g/%g, "
 		   "status %g/%g/%g/%g (done/failed/running/pending)", job,
-		   mdone, mfailed, mrunning, mpending, done, failed, running,
-		   pending);
-	cJSON_Delete(m);
+		   mc[2], mc[3], mc[4], mc[5], done, failed, running, pending);
 	free(buf);
 	cJSON_Delete(o);
 }
