@@ -21,7 +21,12 @@
 # Environment: FUZZ_BUILD (build directory, default build-fuzz),
 # FUZZ_JOBS (how many targets run at once, default all), FUZZ_TIMEOUT
 # (seconds one input may take, default 25), FUZZ_RUNS (stop a target once
-# it has run this many inputs, even before SECONDS; default no limit).
+# it has run this many inputs, even before SECONDS; default no limit),
+# FUZZ_PROCS (processes per target, each on the target's shared corpus,
+# default 1; FUZZ_RUNS is then their total), FUZZ_LEAKS (after-input,
+# the default: libFuzzer looks for leaks after every input that ends with
+# more allocations than frees; exit: LeakSanitizer looks once, when each
+# process ends, over everything its inputs left behind).
 set -eu
 
 all="fuzz_spec fuzz_chunker fuzz_control fuzz_verbs fuzz_wav fuzz_keys"
@@ -46,6 +51,16 @@ build=${FUZZ_BUILD:-build-fuzz}
 per_input=${FUZZ_TIMEOUT:-25}
 jobs=${FUZZ_JOBS:-0}
 max_runs=${FUZZ_RUNS:-0}
+procs=${FUZZ_PROCS:-1}
+case $procs in
+'' | *[!0-9]* | 0) echo "run.sh: FUZZ_PROCS must be a number above 0" >&2
+	exit 2 ;;
+esac
+case ${FUZZ_LEAKS:-after-input} in
+after-input) leak_flag= ;;
+exit) leak_flag=-detect_leaks=0 ;;
+*) echo "run.sh: FUZZ_LEAKS is after-input or exit" >&2; exit 2 ;;
+esac
 
 if ! command -v clang >/dev/null 2>&1; then
 	echo "run.sh: clang is needed (apt-get install -y clang" \
@@ -84,12 +99,14 @@ UBSAN_OPTIONS=${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1}
 LSAN_OPTIONS=${LSAN_OPTIONS:+$LSAN_OPTIONS:}suppressions=$src/tests/fuzz/lsan.supp:print_suppressions=0
 export UBSAN_OPTIONS LSAN_OPTIONS
 
-# Fuzz one target until its time is up; writes TARGET/totals:
+# Fuzz one target in process slot P until its time is up (or it has run
+# its share of FUZZ_RUNS); writes TARGET/totals.P:
 # "executions seconds-run runs".
 fuzz_one() {
-	t=$1
+	t=$1 p=$2
 	dir=$runs/$t
 	corpus=$build/fuzz-corpus/$t
+	share=$(((max_runs + procs - 1) / procs))
 	mkdir -p "$dir/artifacts" "$corpus"
 	dict=
 	[ -f "tests/fuzz/$t.dict" ] && dict=-dict=tests/fuzz/$t.dict
@@ -101,21 +118,22 @@ fuzz_one() {
 		[ "$left" -ge 1 ] || break
 		limit=
 		if [ "$max_runs" -gt 0 ]; then
-			[ "$execs" -lt "$max_runs" ] || break
-			limit=-runs=$((max_runs - execs))
+			[ "$execs" -lt "$share" ] || break
+			limit=-runs=$((share - execs))
 		fi
 		n=$((n + 1))
 		rc=0
-		# shellcheck disable=SC2086  # dict and limit: one word or none
+		log=$dir/log.$p.$n
+		# shellcheck disable=SC2086  # one word or none each
 		"$build/tests/fuzz/$t" -max_total_time="$left" $limit \
-			-timeout="$per_input" -print_final_stats=1 \
+			$leak_flag -timeout="$per_input" -print_final_stats=1 \
 			-artifact_prefix="$dir/artifacts/" $dict \
 			"$corpus" "tests/fuzz/corpus/$t" \
-			>"$dir/log.$n" 2>&1 || rc=$?
+			>"$log" 2>&1 || rc=$?
 		took=$(($(date +%s) - now))
 		ran=$((ran + took))
 		e=$(sed -n 's/^stat::number_of_executed_units: *//p' \
-			"$dir/log.$n" | tail -n 1)
+			"$log" | tail -n 1)
 		execs=$((execs + ${e:-0}))
 		[ "$rc" -eq 0 ] && continue
 		# stopped on a finding: go on, unless it stops at once again
@@ -124,20 +142,24 @@ fuzz_one() {
 			quick=$((quick + 1))
 			if [ "$quick" -ge 3 ]; then
 				echo "run.sh: $t keeps failing at start;" \
-					"see $dir/log.$n" >&2
+					"see $log" >&2
 				break
 			fi
 		else
 			quick=0
 		fi
 	done
-	echo "$execs $ran $n" >"$dir/totals"
+	echo "$execs $ran $n" >"$dir/totals.$p"
 }
 
 echo "fuzzing $targets for $seconds s each; logs in $runs" >&2
 running=0
 for t in $targets; do
-	fuzz_one "$t" &
+	p=1
+	while [ "$p" -le "$procs" ]; do
+		fuzz_one "$t" "$p" &
+		p=$((p + 1))
+	done
 	running=$((running + 1))
 	if [ "$jobs" -gt 0 ] && [ "$running" -ge "$jobs" ]; then
 		wait
@@ -150,13 +172,21 @@ line=
 found=0
 for t in $targets; do
 	dir=$runs/$t
-	read -r execs ran _ <"$dir/totals" || execs=0 ran=0
+	execs=0 ran=0
+	for f in "$dir"/totals.*; do
+		read -r e r _ <"$f" || e=0 r=0
+		execs=$((execs + e))
+		# the processes ran side by side: the run took the longest
+		[ "$r" -gt "$ran" ] && ran=$r
+	done
 	rate=0
 	[ "$ran" -gt 0 ] && rate=$((execs / ran))
 	crashes=$(find "$dir/artifacts" -name 'crash-*' -o -name 'oom-*' |
 		wc -l)
 	timeouts=$(find "$dir/artifacts" -name 'timeout-*' | wc -l)
-	leaks=$(find "$dir/artifacts" -name 'leak-*' | wc -l)
+	# a leak found after an input leaves a leak-* file; one found at
+	# exit (FUZZ_LEAKS=exit) only the report in the log
+	leaks=$(grep -l 'ERROR: LeakSanitizer' "$dir"/log.* | wc -l)
 	found=$((found + crashes + timeouts + leaks))
 	line="$line${line:+ | }$t: $execs execs, $rate/s, $crashes crashes,"
 	line="$line $timeouts timeouts, $leaks leaks"
