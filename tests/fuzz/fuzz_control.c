@@ -30,7 +30,8 @@
  *      pending + failed = total, waiting <= pending, reused <= done; its
  *      last_rejected.reason is the reason of 2;
  *   5. manifest.json parses and agrees with status.json on the number of
- *      chunks in each state.
+ *      chunks in each state (a text seen just before for that job is
+ *      not parsed again: its figures are kept with it).
  *
  * After an input with an accepted write (or once the event logs have
  * grown), the engine is closed and reopened on a fresh copy of the
