@@ -45,7 +45,6 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <signal.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -254,9 +253,6 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 
 	(void)argc;
 	(void)argv;
-	/* as fs/main.c: a worker that exits before reading all of its
-	 * stdin must not take the daemon with it */
-	signal(SIGPIPE, SIG_IGN);
 	/* the executor's watchdog must be forked before any thread */
 	rc = exec_local_open(&ex);
 	FUZZ_CHECK(rc == 0, "exec_local_open: %d", rc);
@@ -379,11 +375,11 @@ static void check_status_text(const char *job, const char *reason)
  * A rejected write leaves the manifest as it was, so most renders repeat
  * the last text of the job: for the same bytes the parse would give the
  * same figures, and the figures of the last text are used instead. */
-static void manifest_counts(const char *job, const char *buf, size_t len,
+static void manifest_counts(int which, const char *buf, size_t len,
 			    double mc[6])
 {
 	static struct { char *text; size_t len; double mc[6]; } last[3];
-	int which = job[0] == 'r' ? 1 : job[0] == 'n' ? 2 : 0;
+	const char *job = job_names[which];
 	cJSON *m, *ch;
 
 	if (last[which].text && last[which].len == len &&
@@ -420,12 +416,13 @@ static void manifest_counts(const char *job, const char *buf, size_t len,
 	memcpy(last[which].mc, mc, sizeof(last[which].mc));
 }
 
-static void check_consistent(const char *job, const char *reason)
+static void check_consistent(int which, const char *reason)
 {
 	static const char *const states[] = { "new", "ready", "running",
 		"paused", "stopped", "failed", "done" };
 	static const char *const modes[] = { "idle", "run", "pause", "stop",
 		"selected" };
+	const char *job = job_names[which];
 	cJSON *o = status_json(job, NULL), *c, *lr;
 	double total, done, running, pending, waiting, failed, reused;
 	double mc[6];
@@ -473,7 +470,7 @@ static void check_consistent(const char *job, const char *reason)
 
 	rc = engine_render(eng, job, RENDER_MANIFEST, &buf, &len);
 	FUZZ_CHECK(rc == 0, "render manifest.json of %s: %d", job, rc);
-	manifest_counts(job, buf, len, mc);
+	manifest_counts(which, buf, len, mc);
 	FUZZ_CHECK(mc[0] == total, "manifest chunk_count %g, status total %g",
 		   mc[0], total);
 	FUZZ_CHECK(mc[1] == total, "manifest lists %g chunks of %g", mc[1],
@@ -518,7 +515,7 @@ static void one_write(int which, const uint8_t *p, size_t n, bool *accepted)
 			   "but wrote a rejected event", job, (int)n, buf);
 		*accepted = true;
 	}
-	check_consistent(job, rc ? last_error : NULL);
+	check_consistent(which, rc ? last_error : NULL);
 	free(last);
 	free(last_error);
 	free(buf);
